@@ -1,0 +1,1 @@
+"""The ``prebook`` command line: runs Prebook's services and talks to its API."""

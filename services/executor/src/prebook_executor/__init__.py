@@ -1,0 +1,1 @@
+"""Prebook's executor: prepares each booking, parks it on a precise timer and fires it."""

@@ -1,0 +1,123 @@
+"""Settings read from ``PREBOOK_*`` environment variables.
+
+Units are part of the names (``lead_s``, ``guard_ms``). Secrets are ``SecretStr`` so
+that ``repr`` and logs show ``**********``. Outside development, a secret that still has
+its placeholder value is rejected at start-up.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prebook_common.errors import ConfigurationError
+
+PLACEHOLDER_MARK = "change-me"
+
+SECRET_FIELDS = (
+    "token_secret",
+    "qstash_current_signing_key",
+    "qstash_next_signing_key",
+    "session_encryption_keys",
+)
+
+
+class Settings(BaseSettings):
+    """Configuration shared by every Prebook service."""
+
+    model_config = SettingsConfigDict(env_prefix="PREBOOK_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    log_level: str = "INFO"
+    service_name: str = "prebook"
+
+    # Storage and messaging.
+    database_url: str = "sqlite+aiosqlite:///./prebook.db"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream: str = "PREBOOKINGS"
+    nats_subject_prefix: str = "prebooking"
+    nats_duplicate_window_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="JetStream duplicate window; longer than QStash's retry spacing.",
+    )
+    nats_publish_timeout_s: float = Field(default=2.0, gt=0)
+
+    # Secrets. The defaults are placeholders that only development accepts.
+    token_secret: SecretStr = SecretStr(f"{PLACEHOLDER_MARK}-token-secret")
+    qstash_current_signing_key: SecretStr = SecretStr(f"{PLACEHOLDER_MARK}-current-key")
+    qstash_next_signing_key: SecretStr = SecretStr(f"{PLACEHOLDER_MARK}-next-key")
+    qstash_token: SecretStr | None = None
+    session_encryption_keys: SecretStr = SecretStr(PLACEHOLDER_MARK)
+
+    # Gateway.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL that QStash calls; the signature's sub must match it exactly.",
+    )
+    qstash_clock_tolerance_s: int = Field(default=5, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+
+    # AimHarder.
+    aimharder_base_url: str = Field(
+        default="https://{box}.aimharder.com",
+        description="Box API base URL; {box} is replaced by the box subdomain.",
+    )
+    aimharder_login_url: str = "https://aimharder.com"
+    aimharder_timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    # Firing.
+    lead_s: float = Field(default=5.0, gt=0)
+    guard_ms: float = Field(default=2.0, ge=0)
+    fire_offset_ms: float = 0.0
+    max_late_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="A prepare event later than this after its target is stored as missed.",
+    )
+    too_early_retries: int = Field(default=3, ge=0)
+    too_early_spacing_ms: float = Field(default=30.0, ge=0)
+
+    # Executor's JetStream consumer.
+    executor_durable: str = "executor"
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    executor_max_parked: int = Field(default=10_000, gt=0)
+
+    @model_validator(mode="after")
+    def _reject_placeholders(self) -> Settings:
+        if self.env == "development":
+            return self
+
+        for name in SECRET_FIELDS:
+            value = getattr(self, name).get_secret_value()
+            if not value or PLACEHOLDER_MARK in value:
+                raise ConfigurationError(
+                    f"PREBOOK_{name.upper()} still has its placeholder value, which only "
+                    f"PREBOOK_ENV=development accepts: set it to a random secret "
+                    f"(for example `openssl rand -hex 32`)"
+                )
+        return self
+
+    @property
+    def callback_url(self) -> str:
+        """URL of the QStash callback as QStash is told to call it."""
+        return self.public_url.rstrip("/") + "/v1/qstash/prepare"
+
+    def subject(self, name: str) -> str:
+        """Full NATS subject of an event name such as ``prepare``."""
+        return f"{self.nats_subject_prefix}.{name}"
+
+    def aimharder_box_url(self, box_subdomain: str) -> str:
+        return self.aimharder_base_url.replace("{box}", box_subdomain).rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings of this process, read once from the environment."""
+    return Settings()

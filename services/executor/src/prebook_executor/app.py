@@ -1,0 +1,92 @@
+"""The executor's FastStream application: one durable pull consumer on prepare events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import httpx
+from faststream import AckPolicy
+from faststream.nats import NatsBroker, PullSub
+from faststream.nats.annotations import NatsMessage
+from nats.js.api import ConsumerConfig
+
+from prebook_common.crypto import SecretBox
+from prebook_common.db import create_engine
+from prebook_common.events import PrebookingPrepare
+from prebook_common.migrate import upgrade
+from prebook_common.settings import Settings
+from prebook_common.streams import connect_with_retry, create_broker, jstream
+from prebook_executor.claims import ClaimStore
+from prebook_executor.completion import CompletionWriter
+from prebook_executor.consumer import PrepareHandler
+from prebook_executor.fire_clock import FireClock
+from prebook_executor.firing import Firer
+from prebook_executor.sessions import SessionStore
+
+logger = logging.getLogger(__name__)
+
+# Prepare events are claimed, loaded and staged this many at a time.
+PREPARE_WORKERS = 16
+
+
+def executor_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Executor:
+    """The executor's broker, handler and resources, started and stopped together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker: NatsBroker = create_broker(settings)
+        self.engine = create_engine(settings.database_url)
+        self.http = httpx.AsyncClient(timeout=settings.aimharder_timeout_s)
+        self.clock = FireClock(guard_ns=round(settings.guard_ms * 1_000_000))
+        claims = ClaimStore(self.engine, executor_id())
+        self.handler = PrepareHandler(
+            settings,
+            claims,
+            SessionStore(self.engine, SecretBox(settings.session_encryption_keys.get_secret_value())),
+            Firer(settings, self.clock, self.http),
+            CompletionWriter(settings, claims, self.broker),
+        )
+
+        @self.broker.subscriber(
+            settings.subject("prepare"),
+            stream=jstream(settings),
+            durable=settings.executor_durable,
+            pull_sub=PullSub(batch_size=PREPARE_WORKERS, timeout=1.0),
+            config=ConsumerConfig(
+                ack_wait=settings.ack_wait_s,
+                max_ack_pending=settings.executor_max_parked,
+            ),
+            max_workers=PREPARE_WORKERS,
+            ack_policy=AckPolicy.MANUAL,
+        )
+        async def on_prepare(event: PrebookingPrepare, message: NatsMessage) -> None:
+            await self.handler(event, message)
+
+    async def start(self) -> None:
+        await upgrade(self.engine)
+        await connect_with_retry(self.broker, self.settings)
+        await self.broker.start()
+        logger.info(
+            "executor started: consuming %s as durable %s (lead %.1f s, guard %.1f ms, fire offset %.1f ms)",
+            self.settings.subject("prepare"), self.settings.executor_durable,
+            self.settings.lead_s, self.settings.guard_ms, self.settings.fire_offset_ms,
+        )
+
+    async def stop(self) -> None:
+        parked = list(self.handler.parked)
+        if parked:
+            # NOTE: parked bookings are waited for, not handed back; a shutdown seconds
+            # before a busy opening delays the stop until those bookings have fired.
+            logger.info("executor stopping: waiting for %d parked bookings to finish", len(parked))
+            await asyncio.gather(*parked, return_exceptions=True)
+        await self.broker.stop()
+        await self.http.aclose()
+        await self.engine.dispose()
+        logger.info("executor stopped")

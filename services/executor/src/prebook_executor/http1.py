@@ -1,0 +1,115 @@
+"""HTTP/1.1 framing with h11: request URLs and bytes, and the response type."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+
+__all__ = ["Endpoint", "StagedResponse", "parse_url", "serialize_request"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class StagedResponse:
+    """HTTP response to a staged request, or to its fallback when ``fallback`` is true.
+
+    ``sent_ns`` and ``received_ns`` are ``time.time_ns()`` values. ``sent_ns`` is taken
+    just before the final byte was written, or before the fallback request started.
+    ``received_ns`` is taken when the first response bytes were read. Header names are
+    lowercase.
+    """
+
+    status_code: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    sent_ns: int
+    received_ns: int
+    fallback: bool = False
+
+    def json(self) -> Any:
+        """Decode the body as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a URL points: the address to connect to, and the Host header and target."""
+
+    scheme: str
+    host: str
+    port: int
+    authority: str
+    target: str
+
+
+def parse_url(url: str) -> Endpoint:
+    """Split an http or https URL, raising ValueError for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"Unsupported URL scheme in {url!r}: expected http or https")
+    if not parts.hostname:
+        raise ValueError(f"Missing host in URL {url!r}")
+    if parts.username is not None:
+        raise ValueError("Credentials in the URL are not supported: send them in a header")
+
+    # The Host header is the authority exactly as the URL writes it, without user info.
+    authority = parts.netloc.rpartition("@")[2]
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+
+    port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    return Endpoint(parts.scheme, parts.hostname, port, authority, target)
+
+
+def serialize_with(
+    connection: h11.Connection,
+    endpoint: Endpoint,
+    method: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> bytes:
+    """Serialize the request on ``connection``, which then expects the response.
+
+    Adds ``Host`` and ``Content-Length`` unless ``headers`` contains them, and raises
+    ValueError for invalid headers or a body that does not match a given Content-Length.
+    """
+    names = {name.lower() for name, _ in headers}
+    request_headers = list(headers)
+    if "host" not in names:
+        request_headers.insert(0, ("Host", endpoint.authority))
+
+    # h11 frames a request without Content-Length or Transfer-Encoding as having no body.
+    has_framing = "content-length" in names or "transfer-encoding" in names
+    if not has_framing and (body or method.upper() not in ("GET", "HEAD")):
+        request_headers.append(("Content-Length", str(len(body))))
+
+    try:
+        data = connection.send(
+            h11.Request(method=method, target=endpoint.target, headers=request_headers)
+        )
+        if body:
+            data += connection.send(h11.Data(data=body))
+        data += connection.send(h11.EndOfMessage())
+    except h11.LocalProtocolError as exc:
+        raise ValueError(f"Cannot serialize {method} request to {endpoint.target}: {exc}") from exc
+
+    return data
+
+
+def serialize_request(
+    url: str, *, method: str = "POST", headers: list[tuple[str, str]], body: bytes
+) -> bytes:
+    """Serialize a complete HTTP/1.1 request byte for byte as ``stage_request`` sends it.
+
+    Adds ``Host`` (from the URL) and ``Content-Length`` unless ``headers`` contains them.
+    Raises ValueError for an unsupported URL, invalid headers, or a body that does not
+    match a given Content-Length.
+    """
+    connection = h11.Connection(h11.CLIENT)
+    return serialize_with(connection, parse_url(url), method, headers, body)

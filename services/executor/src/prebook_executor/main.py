@@ -1,0 +1,31 @@
+"""Run the executor in the foreground: ``prebook executor``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from prebook_common.log import setup_logging
+from prebook_common.settings import Settings, get_settings
+from prebook_executor.app import Executor
+
+
+def serve() -> None:
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    asyncio.run(run(settings))
+
+
+async def run(settings: Settings) -> None:
+    """Run the executor until SIGINT or SIGTERM."""
+    executor = Executor(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    await executor.start()
+    try:
+        await stop.wait()
+    finally:
+        await executor.stop()

@@ -1,0 +1,21 @@
+"""Run the gateway in the foreground: ``prebook gateway``."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from prebook_common.log import setup_logging
+from prebook_common.settings import get_settings
+from prebook_gateway.app import create_app
+
+
+def serve() -> None:
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_config=None,
+        access_log=False,
+    )
