@@ -138,13 +138,13 @@ async def test_two_instants_reach_server_in_order(
 async def test_removed_request_is_never_written(
     server: RecordingServer, stage: StageFactory, clock: FireClock
 ) -> None:
-    kept, removed = await _stage_many(server, stage, 2)
+    remaining, removed = await _stage_many(server, stage, 2)
     target_ns = time.time_ns() + LEAD_NS
 
-    kept_ticket = clock.add(target_ns, kept)
+    remaining_ticket = clock.add(target_ns, remaining)
     removed_ticket = clock.add(target_ns, removed)
     assert removed_ticket.cancel() is True
-    await asyncio.wait_for(kept_ticket, WAIT_S)
+    await asyncio.wait_for(remaining_ticket, WAIT_S)
     await server.wait_for(lambda: len(server.requests) == 1)
 
     assert removed.sent_ns is None
@@ -159,13 +159,13 @@ async def test_owner_cancellation_removes_request(clock: FireClock) -> None:
     target_ns = time.time_ns() + LEAD_NS
 
     cancelled_ticket = clock.add(target_ns, FakeRequest("cancelled", fired))
-    kept_ticket = clock.add(target_ns, FakeRequest("kept", fired))
+    remaining_ticket = clock.add(target_ns, FakeRequest("remaining", fired))
     owner = asyncio.create_task(_await_outcome(cancelled_ticket))
     await asyncio.sleep(0)
     owner.cancel()
-    await asyncio.wait_for(kept_ticket, WAIT_S)
+    await asyncio.wait_for(remaining_ticket, WAIT_S)
 
-    assert fired == ["kept"]
+    assert fired == ["remaining"]
     assert cancelled_ticket.outcome.cancelled()
 
 
@@ -277,12 +277,27 @@ async def test_aclose_cancels_pending_tickets() -> None:
     fire_clock = FireClock()
     ticket = fire_clock.add(time.time_ns() + 10 * LEAD_NS, FakeRequest("pending", fired))
 
-    await asyncio.wait_for(fire_clock.aclose(), WAIT_S)
+    # Awaited inline, so aclose runs before the instant's task has taken its first step.
+    async with asyncio.timeout(WAIT_S):
+        await fire_clock.aclose()
 
     assert ticket.outcome.cancelled()
     assert fired == []
     with pytest.raises(RuntimeError, match="closed"):
         fire_clock.add(time.time_ns(), FakeRequest("after close", fired))
+
+
+async def test_aclose_cancels_sleeping_instant() -> None:
+    fired: list[str] = []
+    fire_clock = FireClock()
+    ticket = fire_clock.add(time.time_ns() + 10 * LEAD_NS, FakeRequest("pending", fired))
+    await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(fire_clock.aclose(), WAIT_S)
+
+    assert ticket.outcome.cancelled()
+    assert fired == []
+    assert fire_clock.pending_targets == []
 
 
 def test_negative_guard_is_rejected() -> None:

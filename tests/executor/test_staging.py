@@ -1,4 +1,4 @@
-"""Staged requests against loopback servers: what the server sees before and after firing."""
+"""Staged requests against loopback servers: what the server receives before and after firing."""
 
 from __future__ import annotations
 

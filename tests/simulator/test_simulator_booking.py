@@ -1,4 +1,4 @@
-"""POST /api/book: every bookState the simulator answers, languages and the clock."""
+"""POST /api/book: every bookState the simulator returns, languages and the clock."""
 
 from __future__ import annotations
 

@@ -225,7 +225,7 @@ async def test_unknown_api_route_recorded(sim):
     assert entry["status"] == 404
 
 
-async def test_delay_holds_answer(sim):
+async def test_delay_holds_response(sim):
     await sim.configure(delay_ms=300)
 
     response = await sim.client.post("/api/tokenUpdate", json={"token": "x"})
@@ -233,7 +233,7 @@ async def test_delay_holds_answer(sim):
 
     [entry] = await sim.recorded()
     assert response.json() == {"logout": 1}
-    # A lower bound only: the answer cannot leave before the delay has passed.
+    # A lower bound only: the response cannot leave before the delay has passed.
     assert answered_ns - entry["arrival_ns"] >= 300 * 1_000_000 * 0.9
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import h11
@@ -56,17 +57,6 @@ async def read_responses(reader: asyncio.StreamReader, count: int) -> list[tuple
                 client.send(h11.EndOfMessage())
 
     return responses
-
-
-async def wait_for_recorded(sim, count: int) -> list[dict]:
-    """Poll the request log until it holds ``count`` requests, within DEADLINE_S."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        entries = await sim.recorded()
-        if len(entries) >= count:
-            return entries
-        assert time.monotonic() < deadline, f"only {len(entries)} of {count} requests were recorded"
-        await asyncio.sleep(0.01)
 
 
 async def test_arrival_is_final_byte(sim):
@@ -209,3 +199,23 @@ async def test_user_stamps_without_timestamp_option(monkeypatch):
     [entry] = entries
     assert entry["stamp_source"] == "user"
     assert before_ns <= entry["arrival_ns"] <= after_ns
+
+
+async def test_partial_request_closed_quietly(sim, caplog):
+    await sim.add_class()
+    await sim.add_session()
+    request = book_request(sim)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.server.port)
+    writer.write(request[:-1])
+    await writer.drain()
+
+    writer.close()
+    await writer.wait_closed()
+    deadline = time.monotonic() + DEADLINE_S
+    while sim.server.open_connections > 0:
+        assert time.monotonic() < deadline, "the simulator did not close the connection"
+        await asyncio.sleep(0.01)
+
+    assert await sim.recorded() == []
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert (await sim.client.get("/_sim/config")).status_code == 200

@@ -1,20 +1,21 @@
 """AimHarder's box API: ``/api/book``, ``/api/bookings`` and ``/api/cancelBook``.
 
-Every answer is HTTP 200 JSON, as AimHarder sends it, and a missing, unknown, expired
-or revoked ``amhrdrauth`` cookie answers ``{"logout": 1}``. Time comparisons use the
-request's arrival stamp plus the configured clock offset, so a booking is too early
-exactly when its final byte reached the machine before the opening instant.
+Responses are HTTP 200 JSON, as AimHarder sends them, except the 400 for an invalid
+form field. A missing, unknown, expired or revoked ``amhrdrauth`` cookie gets
+``{"logout": 1}``. Time comparisons use the request's arrival stamp plus the
+configured clock offset, so a booking is too early exactly when its final byte
+reached the machine before the opening instant.
 
-Answers that are the simulator's own, because AimHarder's are not known:
+Responses that are the simulator's own, because AimHarder's are not known:
 
 - Unknown class id or day: ``{"bookState": -3, "errorMssg": "Clase no encontrada",
-  "errorMssgLang": "ERROR_CLASE_NO_ENCONTRADA"}``. -3 is outside AimHarder's known
-  bookState codes, so a client treats it as an unknown failure.
+  "errorMssgLang": "ERROR_CLASE_NO_ENCONTRADA"}``. -3 is none of the known bookState
+  codes (1, 0, -1, -2, -4, -5, -7, -8, -12), so prebook_common maps it to UNKNOWN.
 - Missing or invalid form field: HTTP 400 ``{"error": "field 'day' ..."}``.
 - Cancelling an unknown booking, or one of another user: ``{"cancelState": -1,
   "errorMssg": "Reserva no encontrada", "errorMssgLang": "ERROR_RESERVA_NO_ENCONTRADA"}``.
-- The ``/api/bookings`` entries carry a subset of AimHarder's fields, listed in
-  ``_listing_entry``.
+- The ``/api/bookings`` entries carry the fields built in ``_listing_entry``. They
+  are a plausible subset of AimHarder's, not checked against the real service.
 
 A person is a user plus a ``familyId``, so family members of one user book separately.
 """

@@ -23,8 +23,8 @@ ApiHandler = Callable[[Request, int], Response]
 class Simulator:
     """The simulated AimHarder service: state, configuration, request log and routes.
 
-    Requests outside ``/_sim/`` are recorded with their answer. Only ``/api/`` answers
-    wait for the configured delay, which starts once the answer is decided.
+    Requests outside ``/_sim/`` are recorded with their response. Only ``/api/``
+    responses wait for the configured delay, which starts once the response is decided.
     """
 
     def __init__(self) -> None:
@@ -52,9 +52,9 @@ class Simulator:
         now_ns = request.arrival_ns + self.config.clock_offset_ns
         response = self._answer_api(request, now_ns)
         self.log.record(request, response)
+        # The body is left out of the log line because login responses contain a token.
         logger.debug(
-            "%s %s from connection %s answered %s: %s",
-            request.method, path, request.connection_id, response.status, response.body,
+            "%s %s from connection %s got HTTP %s", request.method, path, request.connection_id, response.status
         )
 
         if path.startswith("/api/") and self.config.delay_ms > 0:
@@ -65,12 +65,12 @@ class Simulator:
     def _answer_api(self, request: Request, now_ns: int) -> Response:
         methods = self._api_routes.get(request.path)
         if methods is None:
-            return json_error(404, f"no route {request.path}; the AimHarder routes are {sorted(self._api_routes)}")
+            return json_error(404, f"no route {request.path}. The AimHarder routes are {sorted(self._api_routes)}")
 
         handler = methods.get(request.method)
         if handler is None:
             allowed = ", ".join(sorted(methods))
-            response = json_error(405, f"{request.path} does not accept {request.method}; use {allowed}")
+            response = json_error(405, f"{request.path} does not accept {request.method}. Use {allowed}")
             response.headers.append(("allow", allowed))
             return response
 

@@ -1,4 +1,4 @@
-"""Settings that change how the simulator answers, editable through PUT /_sim/config."""
+"""Settings that change the simulator's responses, editable through PUT /_sim/config."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ DEFAULT_SESSION_TTL_MS = 30 * 60 * 1000
 
 @dataclass
 class SimulatorConfig:
-    """Answer delay, clock offset, message language and session lifetime.
+    """Response delay, clock offset, message language and session lifetime.
 
-    ``delay_ms`` delays each /api/ answer. ``clock_offset_ms`` is added to real time to
+    ``delay_ms`` delays each /api/ response. ``clock_offset_ms`` is added to real time to
     give the simulator's clock, which decides openings and session expiry.
     ``session_ttl_ms`` is the lifetime of a session made by login or tokenUpdate.
     """
@@ -50,7 +50,7 @@ class SimulatorConfig:
         known = {setting.name for setting in fields(self)}
         for name in changes:
             if name not in known:
-                raise FieldError(name, f"is not a setting; use one of {sorted(known)}")
+                raise FieldError(name, f"is not a setting. Use one of {sorted(known)}")
 
         validated: dict[str, Any] = {}
         if "delay_ms" in changes:

@@ -2,8 +2,8 @@
 
 The connection reads chunk by chunk and lets h11 parse each one before the next read,
 so the chunk that makes h11 produce EndOfMessage is the one that completed the
-request. Its receive stamp becomes the request's arrival time. Requests on one
-connection are answered in order, and keep-alive and pipelining follow h11's rules.
+request. Its receive stamp becomes the request's arrival time. Responses on one
+connection follow the order of the requests, and keep-alive and pipelining follow h11's rules.
 """
 
 from __future__ import annotations
@@ -55,11 +55,16 @@ class HttpConnection:
             logger.debug("Connection %s from %s closed", self._connection_id, self._peer)
 
     async def _process(self, chunk: StampedChunk) -> bool:
-        """Feed ``chunk`` to h11, answer the requests it completes, and return whether to keep reading."""
+        """Feed ``chunk`` to h11, respond to the requests it completes, and return whether to keep reading."""
         try:
             self._h11.receive_data(chunk.data)
             return await self._handle_events(chunk)
         except h11.RemoteProtocolError as error:
+            if not chunk.data:
+                # Clients close spare connections that hold all of a request but its final byte.
+                logger.debug("Connection %s from %s closed in the middle of a request", self._connection_id, self._peer)
+                return False
+
             logger.warning(
                 "Rejected a malformed HTTP request on connection %s from %s: %s",
                 self._connection_id, self._peer, error,
@@ -87,7 +92,7 @@ class HttpConnection:
             if isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > MAX_BODY_BYTES:
-                    message = f"request body exceeds {MAX_BODY_BYTES} bytes; send a smaller body"
+                    message = f"request body exceeds {MAX_BODY_BYTES} bytes. Send a smaller body"
                     await self._send_response(json_error(413, message), closing=True)
                     return False
                 continue
@@ -101,7 +106,7 @@ class HttpConnection:
                 self._h11.start_next_cycle()
                 continue
 
-            # h11.PAUSED does not occur: each request is answered before the next is parsed.
+            # h11.PAUSED does not occur because each response is sent before the next request is parsed.
             logger.debug("Ignoring h11 event %r on connection %s", event, self._connection_id)
 
     def _complete_request(self, chunk: StampedChunk) -> Request:
@@ -125,8 +130,10 @@ class HttpConnection:
             return await self._handler(request)
         except Exception:
             # The server must keep running whatever a route does wrong.
-            logger.exception("Route for %s %s failed on connection %s", request.method, request.path, self._connection_id)
-            return json_error(500, f"the simulator failed to answer {request.method} {request.path}; see its log")
+            logger.exception(
+                "Route for %s %s failed on connection %s", request.method, request.path, self._connection_id
+            )
+            return json_error(500, f"the simulator failed to respond to {request.method} {request.path}. See its log")
 
     async def _send_response(self, response: Response, *, closing: bool = False) -> None:
         body = response.encode_body()
@@ -139,7 +146,8 @@ class HttpConnection:
             headers.append(("connection", "close"))
 
         head = h11.Response(status_code=response.status, headers=headers, reason=HTTPStatus(response.status).phrase)
-        await self._send(self._h11.send(head) + self._h11.send(h11.Data(data=body)) + self._h11.send(h11.EndOfMessage()))
+        data = self._h11.send(head) + self._h11.send(h11.Data(data=body)) + self._h11.send(h11.EndOfMessage())
+        await self._send(data)
 
     async def _send_protocol_error(self, error: h11.RemoteProtocolError) -> None:
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -149,7 +157,7 @@ class HttpConnection:
         try:
             await self._send_response(json_error(status, f"malformed HTTP request: {error}"), closing=True)
         except (OSError, h11.LocalProtocolError) as send_error:
-            logger.debug("Could not send the %s answer on connection %s: %s", status, self._connection_id, send_error)
+            logger.debug("Sending the %s response on connection %s failed: %s", status, self._connection_id, send_error)
 
     async def _send(self, data: bytes | None) -> None:
         if data:

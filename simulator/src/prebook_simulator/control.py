@@ -1,7 +1,7 @@
 """The control API under ``/_sim/``, used by tests, demos and benchmarks.
 
-Bodies are JSON in and out. An invalid request answers 4xx ``{"error": "..."}`` that
-names the field and how to fix it. Control requests are not recorded.
+Bodies are JSON in and out. An invalid request gets a 4xx response ``{"error": "..."}``
+that names the field and how to fix it. Control requests are not recorded.
 
 - ``POST /_sim/classes``: create or replace a class (201).
 - ``GET /_sim/classes``: list the classes.
@@ -73,12 +73,12 @@ class ControlApi:
             methods = self._routes.get(path)
 
         if methods is None:
-            return json_error(404, f"no control route {path}; the routes are {sorted(self._routes)}")
+            return json_error(404, f"no control route {path}. The routes are {sorted(self._routes)}")
 
         handler = methods.get(request.method)
         if handler is None:
             allowed = ", ".join(sorted(methods))
-            response = json_error(405, f"{path} does not accept {request.method}; use {allowed}")
+            response = json_error(405, f"{path} does not accept {request.method}. Use {allowed}")
             response.headers.append(("allow", allowed))
             return response
 
@@ -102,7 +102,8 @@ class ControlApi:
 
         cookie = read_text(body, "cookie")
         if not _COOKIE_VALUE.fullmatch(cookie):
-            raise FieldError("cookie", "must contain only cookie-safe ASCII (no space, quote, comma, semicolon or backslash)")
+            problem = "must contain only cookie-safe ASCII, without space, quote, comma, semicolon or backslash"
+            raise FieldError("cookie", problem)
 
         session = Session(
             user=read_text(body, "user"),
@@ -118,7 +119,7 @@ class ControlApi:
     def _revoke_session(self, request: Request) -> Response:
         cookie = unquote(request.path.removeprefix("/_sim/sessions/"))
         if not self._state.revoke_session(cookie):
-            return json_error(404, f"session not found for cookie {cookie!r}; create it with POST /_sim/sessions")
+            return json_error(404, f"session not found for cookie {cookie!r}. Create it with POST /_sim/sessions")
 
         logger.debug("Revoked a session through the control API")
         return Response(200, {"revoked": cookie})
@@ -164,7 +165,7 @@ def _read_json_object(request: Request, known_fields: frozenset[str]) -> dict[st
 
     for name in body:
         if name not in known_fields:
-            raise FieldError(name, f"is not accepted here; use only {sorted(known_fields)}")
+            raise FieldError(name, f"is not accepted here. Use only {sorted(known_fields)}")
 
     return body
 
@@ -175,7 +176,7 @@ def _parse_class(body: dict[str, Any]) -> GymClass:
         raise FieldError("day", f"must be a string written YYYYMMDD, got {day!r}")
 
     if "window_days" in body and "window_hours" in body:
-        raise FieldError("window_hours", "cannot be combined with window_days; send only one of them")
+        raise FieldError("window_hours", "cannot be combined with window_days. Send only one of them")
 
     if "window_hours" in body:
         window, window_unit = read_int(body, "window_hours", minimum=1), "hours"

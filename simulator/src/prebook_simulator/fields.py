@@ -40,7 +40,7 @@ def read_int(
     """
     if name not in body:
         if default is None and not nullable:
-            raise FieldError(name, "is missing; send an integer")
+            raise FieldError(name, "is missing. Send an integer")
 
         return default
 
@@ -75,7 +75,7 @@ def read_text(body: dict[str, Any], name: str, *, default: str | None = None) ->
     """Return ``body[name]`` as a non-empty string, or ``default`` when it is missing."""
     if name not in body or body[name] is None:
         if default is None:
-            raise FieldError(name, "is missing; send a non-empty string")
+            raise FieldError(name, "is missing. Send a non-empty string")
 
         return default
 
@@ -110,7 +110,7 @@ def check_day(name: str, value: str) -> str:
 def read_form_id(form: dict[str, str], name: str) -> int:
     """Return the form field ``name`` as a non-negative decimal integer."""
     if name not in form:
-        raise FieldError(name, "is missing; send it as a decimal integer")
+        raise FieldError(name, "is missing. Send it as a decimal integer")
 
     value = form[name].strip()
     if not _DIGITS.fullmatch(value):
@@ -121,7 +121,7 @@ def read_form_id(form: dict[str, str], name: str) -> int:
 
 def read_form_day(form: dict[str, str], name: str) -> str:
     if name not in form:
-        raise FieldError(name, "is missing; send the class day as YYYYMMDD")
+        raise FieldError(name, "is missing. Send the class day as YYYYMMDD")
 
     return check_day(name, form[name].strip())
 
@@ -129,7 +129,7 @@ def read_form_day(form: dict[str, str], name: str) -> str:
 def read_form_flag(form: dict[str, str], name: str) -> bool:
     """Return the form field ``name``, which must be "0" or "1", as a bool."""
     if name not in form:
-        raise FieldError(name, "is missing; send 0 or 1")
+        raise FieldError(name, "is missing. Send 0 or 1")
 
     value = form[name].strip()
     if value not in ("0", "1"):

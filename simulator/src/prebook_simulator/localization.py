@@ -1,6 +1,6 @@
-"""The ``errorMssg`` texts of the simulated answers in Spanish, Catalan and English.
+"""The ``errorMssg`` texts of the simulated responses in Spanish, Catalan and English.
 
-The Spanish texts of the too-early, full and same-time answers are AimHarder's own.
+The Spanish texts of the too-early, full and same-time responses are AimHarder's own.
 The other Spanish texts and all Catalan and English texts are the simulator's
 translations, not copies of AimHarder's.
 """

@@ -1,7 +1,7 @@
 """AimHarder's session routes: ``/api/login`` and ``/api/tokenUpdate``.
 
 Real AimHarder serves these on https://aimharder.com, and the simulator serves them on
-the same port as the box API. Answers that are the simulator's own:
+the same port as the box API. Responses that are the simulator's own:
 
 - Login with a known username and password: HTTP 200, ``{"token": "<hex>",
   "fingerprint": "<as sent>"}``, and Set-Cookie for ``amhrdrauth``, ``AWSALB``,
@@ -11,7 +11,7 @@ the same port as the box API. Answers that are the simulator's own:
 - tokenUpdate with a live token (and the session's fingerprint, when it has one):
   HTTP 200, ``{"token": "<same token>"}`` and a Set-Cookie with a new ``amhrdrauth``.
   The session's expiry moves to now plus ``session_ttl_ms`` and the old cookie value
-  stops working. An unknown or expired token, or another fingerprint, answers
+  stops working. An unknown or expired token, or another fingerprint, gets
   ``{"logout": 1}``.
 - A missing or malformed field: HTTP 400 ``{"error": "field '...' ..."}``.
 """
@@ -56,7 +56,7 @@ class LoginApi:
             })
 
         session = self._state.start_session(username, fingerprint, self._expiry_ms(now_ns))
-        logger.debug("User %s logged in; the session expires at %s ms", username, session.expires_at_ms)
+        logger.debug("User %s logged in with a session that expires at %s ms", username, session.expires_at_ms)
         return Response(
             200,
             {"token": session.token, "fingerprint": fingerprint},
@@ -99,7 +99,7 @@ def _read_string(body: dict[str, Any], name: str, *, required: bool = True) -> s
         return None
 
     if value is None:
-        raise FieldError(name, "is missing; send a non-empty string")
+        raise FieldError(name, "is missing. Send a non-empty string")
 
     if not isinstance(value, str) or (required and not value):
         raise FieldError(name, f"must be a non-empty string, got {value!r}")

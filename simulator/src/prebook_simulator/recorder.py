@@ -1,4 +1,4 @@
-"""The log of AimHarder API requests, with their arrival stamps and answers."""
+"""The log of AimHarder API requests, with their arrival stamps and responses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prebook_simulator.messages import Request, Response
 
 
 class RequestLog:
-    """Recorded requests in the order the simulator answered them.
+    """Recorded requests in the order the simulator decided their responses.
 
     NOTE: the log grows until POST /_sim/reset, so a long benchmark run holds every
     request in memory.

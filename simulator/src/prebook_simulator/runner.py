@@ -30,7 +30,7 @@ async def _serve_until_signal(host: str, port: int) -> None:
     try:
         async with SimulatorServer(host, port):
             await stop_requested.wait()
-            logger.info("Stop signal received; stopping the AimHarder simulator")
+            logger.info("Stopping the AimHarder simulator after a stop signal")
     finally:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signal_number)

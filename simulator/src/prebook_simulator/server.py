@@ -21,7 +21,7 @@ _ACCEPT_RETRY_S = 0.1
 class SimulatorServer:
     """Serve the AimHarder simulator over plain HTTP/1.1 on ``host``:``port``.
 
-    ``port=0`` binds a free port, which ``port`` holds after ``start()``. Every
+    ``port=0`` binds a free port, and ``port`` is the bound port after ``start()``. Every
     accepted socket has SO_TIMESTAMPNS on, so requests carry kernel arrival stamps.
     """
 
@@ -39,13 +39,18 @@ class SimulatorServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def open_connections(self) -> int:
+        """Number of accepted connections that are not closed yet."""
+        return len(self._connections)
+
     async def start(self) -> None:
         """Bind and listen, then accept connections in a background task.
 
         Raises RuntimeError when already started and OSError when binding fails.
         """
         if self._listener is not None:
-            raise RuntimeError("the simulator server is already started; call stop() first")
+            raise RuntimeError("the simulator server is already started. Call stop() first")
 
         listener, stamped = _open_listener(self.host, self.port)
         self._listener = listener
@@ -94,7 +99,7 @@ class SimulatorServer:
             try:
                 sock, peer = await loop.sock_accept(listener)
             except OSError as error:
-                # Running out of file descriptors is the usual cause; wait for some to close.
+                # Running out of file descriptors is the usual cause, so wait for some to close.
                 logger.error("Accepting a connection on port %s failed: %s", self.port, error)
                 await asyncio.sleep(_ACCEPT_RETRY_S)
                 continue

@@ -30,9 +30,9 @@ RECEIVE_BUFFER_SIZE = 65536
 
 _TIMESPEC = struct.Struct("@ll")
 
-# Python 3.11's socket module does not export SO_TIMESTAMPNS. On Linux its value is 35
-# in include/uapi/asm-generic/socket.h, which these architectures use. Alpha, MIPS,
-# PA-RISC and SPARC define other values, so they fall back to user-space stamps.
+# Python 3.11's socket module does not export SO_TIMESTAMPNS. Linux defines it as 35
+# (SO_TIMESTAMPNS_OLD) in asm-generic/socket.h, which these architectures use. Other
+# architectures have their own asm/socket.h, so they fall back to user-space stamps.
 _GENERIC_SO_TIMESTAMPNS = 35
 _GENERIC_SOCKET_MACHINES = frozenset({"x86_64", "amd64", "i686", "aarch64", "arm64", "armv7l", "riscv64"})
 

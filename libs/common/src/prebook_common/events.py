@@ -72,6 +72,17 @@ class PrebookingCreated(Event):
     execute_at_ms: int
 
 
+class PrebookingRescheduled(Event):
+    """A prebooking's ``execute_at`` changed; its schedule must move with it."""
+
+    subject_name: ClassVar[str] = "rescheduled"
+
+    schema_: Literal["prebooking.rescheduled/1"] = Field(default="prebooking.rescheduled/1", alias="schema")
+    prebooking_id: UUID
+    execute_at_ms: int
+    previous_execute_at_ms: int
+
+
 class PrebookingCancelled(Event):
     subject_name: ClassVar[str] = "cancelled"
 

@@ -143,6 +143,12 @@ class AimharderSession(SQLModel, table=True):
     cookies_encrypted: str = Field(sa_column=Column(Text, nullable=False))
     token_encrypted: str | None = Field(default=None, sa_column=Column(Text))
     fingerprint: str | None = Field(default=None, max_length=200)
+    # Login credentials, kept only when the user opts in to automatic re-login.
+    username: str | None = Field(default=None, max_length=320)
+    password_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    auto_relogin: bool = False
+    refresh_failures: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
     refreshed_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
     expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
@@ -155,5 +161,57 @@ class Box(SQLModel, table=True):
     timezone: str = Field(default="Europe/Madrid", max_length=64, description="IANA zone name")
     window_days: int | None = Field(default=None, description="Booking opens this many days before class start")
     window_hours: int | None = Field(default=None, description="Booking opens this many hours before class start")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "app_user"
+
+    email: str = Field(primary_key=True, max_length=320)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    """A bearer API key; only its SHA-256 is stored, never the key itself."""
+
+    __tablename__ = "api_key"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_email: str = Field(foreign_key="app_user.email", index=True, max_length=320)
+    key_hash: str = Field(max_length=64, unique=True, index=True, description="SHA-256 of the key, hex")
+    prefix: str = Field(max_length=16, description="First characters of the key, to tell keys apart")
+    name: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+class ScheduleStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class Schedule(SQLModel, table=True):
+    """When and how the gateway is woken for one prebooking.
+
+    The ``local`` backend delivers due rows itself; ``qstash`` stores QStash's message
+    id in ``message_id`` so that a cancel can delete the message.
+    """
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    prebooking_id: uuid.UUID = Field(foreign_key="prebooking.id", unique=True, index=True)
+    backend: str = Field(max_length=20)
+    execute_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    wake_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
+    status: ScheduleStatus = Field(default=ScheduleStatus.PENDING, sa_column=Column(String(20), nullable=False, index=True))
+    message_id: str | None = Field(default=None, max_length=200)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    locked_by: str | None = Field(default=None, max_length=200)
+    locked_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))

@@ -84,6 +84,31 @@ class Settings(BaseSettings):
     too_early_retries: int = Field(default=3, ge=0)
     too_early_spacing_ms: float = Field(default=30.0, ge=0)
 
+    # REST API.
+    admin_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key that may create users and API keys; unset disables admin routes."
+    )
+    max_pending_per_user: int = Field(default=15, gt=0)
+
+    # Scheduler.
+    scheduler_backend: Literal["auto", "local", "qstash"] = Field(
+        default="auto", description="auto: qstash when PREBOOK_QSTASH_TOKEN is set, else local."
+    )
+    qstash_url: str = "https://qstash.upstash.io"
+    qstash_retries: int = Field(default=3, ge=0)
+    local_delivery_url: str | None = Field(
+        default=None,
+        description="Where the local backend POSTs callbacks; defaults to the public callback URL.",
+    )
+    scheduler_poll_interval_s: float = Field(default=0.5, gt=0)
+    scheduler_lease_s: float = Field(default=30.0, gt=0)
+
+    # AimHarder sessions.
+    session_refresh_interval_s: float = Field(default=25 * 60, gt=0)
+    session_max_age_s: float = Field(
+        default=20 * 60, gt=0, description="A session older than this is refreshed while a booking prepares."
+    )
+
     # Executor's JetStream consumer.
     executor_durable: str = "executor"
     ack_wait_s: float = Field(default=30.0, gt=0)
@@ -103,6 +128,12 @@ class Settings(BaseSettings):
                     f"(for example `openssl rand -hex 32`)"
                 )
         return self
+
+    @property
+    def resolved_scheduler_backend(self) -> str:
+        if self.scheduler_backend != "auto":
+            return self.scheduler_backend
+        return "qstash" if self.qstash_token is not None else "local"
 
     @property
     def callback_url(self) -> str:

@@ -52,6 +52,9 @@ def create_broker(settings: Settings, **kwargs) -> NatsBroker:
     """A FastStream NATS broker that reconnects forever after the first connection."""
     return NatsBroker(
         settings.nats_url,
+        # FastStream's per-message "Received"/"Processed" lines go through our handler at DEBUG.
+        logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=settings.nats_publish_timeout_s,

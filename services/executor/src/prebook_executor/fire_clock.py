@@ -64,7 +64,7 @@ class FireTicket:
         self._clock = clock
 
     def cancel(self) -> bool:
-        """Remove the request from its instant and return False when it already fired."""
+        """Remove the request before its spin and return True, or False when already resolved."""
         if self.outcome.done():
             return False
         self.outcome.cancel()
@@ -179,7 +179,8 @@ class FireClock:
 
             self._resolve(instant.target_ns, live, sent, not_alive)
         finally:
-            # Reached on cancellation (emptied instant, closed clock) or an unexpected error.
+            # A ticket still pending here, after a cancellation or an unexpected error, is
+            # cancelled so that its owner does not wait forever.
             for ticket in instant.tickets:
                 if not ticket.outcome.done():
                     ticket.outcome.cancel()
@@ -225,8 +226,16 @@ class FireClock:
     async def aclose(self) -> None:
         """Cancel every instant that has not fired, which cancels its tickets."""
         self._closed = True
-        tasks = [instant.task for instant in self._instants.values() if instant.task is not None]
+        instants = list(self._instants.values())
         self._instants.clear()
-        for task in tasks:
-            task.cancel()
+
+        # Cancel the tickets here because a task cancelled before its first step never
+        # runs its own cleanup.
+        tasks = []
+        for instant in instants:
+            for ticket in instant.tickets:
+                ticket.outcome.cancel()
+            if instant.task is not None:
+                instant.task.cancel()
+                tasks.append(instant.task)
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -20,8 +20,8 @@ class StagedResponse:
 
     ``sent_ns`` and ``received_ns`` are ``time.time_ns()`` values. ``sent_ns`` is taken
     just before the final byte was written, or before the fallback request started.
-    ``received_ns`` is taken when the first response bytes were read. Header names are
-    lowercase.
+    ``received_ns`` is taken when the first response bytes were read, or for the
+    fallback when httpx returned the status line and headers. Header names are lowercase.
     """
 
     status_code: int
@@ -38,7 +38,7 @@ class StagedResponse:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where a URL points: the address to connect to, and the Host header and target."""
+    """Connection address, Host header and request target of a URL."""
 
     scheme: str
     host: str

@@ -100,8 +100,11 @@ async def stage_request(
     try:
         await writer.drain()
     except OSError as exc:
-        await staged.aclose()
+        staged.abort()
         raise ConnectionLost(f"{url} closed the connection while the request was staged") from exc
+    except asyncio.CancelledError:
+        staged.abort()
+        raise
 
     log.debug(
         "Staged %s %s: %d of %d bytes written, %d bytes still buffered",
@@ -165,8 +168,7 @@ class StagedRequest:
         """Return whether the connection is open and the server has sent nothing yet.
 
         The state is what the event loop last saw, so call this after the loop has run,
-        as ``FireClock`` does right before its spin. After the response has been read
-        this is false.
+        as ``FireClock`` does right before its spin.
         """
         if self._writer.transport.is_closing():
             return False
@@ -182,7 +184,10 @@ class StagedRequest:
         if self._sent_ns is not None:
             raise FinalByteAlreadySent(f"The final byte of the request to {self.url} was already sent")
         if not self.is_alive():
-            raise ConnectionLost(f"The connection to {self.url} closed before the final byte was sent")
+            raise ConnectionLost(
+                f"The connection to {self.url} is closed or the server already sent data, "
+                "so the final byte was not sent"
+            )
 
         sent_ns = time.time_ns()
         self._sent_ns = sent_ns
@@ -242,6 +247,11 @@ class StagedRequest:
             elif isinstance(event, h11.ConnectionClosed):
                 raise ConnectionLost(f"{self.url} closed the connection without a response")
             # An informational (1xx) response is skipped because the final one follows it.
+
+    def abort(self) -> None:
+        """Close the connection at once, discarding unsent data."""
+        self._receiver.cancel()
+        self._writer.transport.abort()
 
     async def aclose(self) -> None:
         """Close the connection, aborting it when a clean close takes over 2 s."""

@@ -1,0 +1,1 @@
+"""Tests of libs/common (prebook_common)."""
