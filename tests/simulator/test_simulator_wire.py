@@ -59,6 +59,14 @@ async def read_responses(reader: asyncio.StreamReader, count: int) -> list[tuple
     return responses
 
 
+async def wait_for_open_connections(server, condition) -> None:
+    """Poll the server's open connection count until ``condition`` holds, within DEADLINE_S."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition(server.open_connections):
+        assert time.monotonic() < deadline, f"open connections stayed at {server.open_connections}"
+        await asyncio.sleep(0.01)
+
+
 async def test_arrival_is_final_byte(sim):
     await sim.add_class()
     await sim.add_session()
@@ -205,16 +213,16 @@ async def test_partial_request_closed_quietly(sim, caplog):
     await sim.add_class()
     await sim.add_session()
     request = book_request(sim)
+    # The httpx client of the fixture keeps its own connection open.
+    baseline = sim.server.open_connections
     reader, writer = await asyncio.open_connection("127.0.0.1", sim.server.port)
     writer.write(request[:-1])
     await writer.drain()
+    await wait_for_open_connections(sim.server, lambda count: count > baseline)
 
     writer.close()
     await writer.wait_closed()
-    deadline = time.monotonic() + DEADLINE_S
-    while sim.server.open_connections > 0:
-        assert time.monotonic() < deadline, "the simulator did not close the connection"
-        await asyncio.sleep(0.01)
+    await wait_for_open_connections(sim.server, lambda count: count == baseline)
 
     assert await sim.recorded() == []
     assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []

@@ -74,7 +74,11 @@ class Settings(BaseSettings):
 
     # Firing.
     lead_s: float = Field(default=5.0, gt=0)
-    guard_ms: float = Field(default=2.0, ge=0)
+    guard_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="The timer spins this long before the target; asyncio wakes up to several ms late under load.",
+    )
     fire_offset_ms: float = 0.0
     max_late_ms: int = Field(
         default=30_000,
