@@ -1,4 +1,4 @@
-"""Tests of AimHarder's booking protocol: answer mapping and the /api/book request."""
+"""Tests of AimHarder's booking protocol: parsing /api/book responses and building the request."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def test_spanish_message_kept_exactly() -> None:
 
 
 def test_escaped_spanish_message_decoded() -> None:
-    # AimHarder's PHP backend may escape non-ASCII letters as \u00e1 in its JSON.
+    # JSON encoders may escape non-ASCII letters as \u00e1, as PHP's json_encode does by default.
     body = json.dumps({"bookState": -1, "errorMssg": "Clase completa, lo sentimos: más suerte"}).encode()
     assert b"\\u00e1" in body
 
@@ -214,7 +214,7 @@ def test_logout_message_names_fix() -> None:
     assert "session" in answer.error_message
 
 
-# --- answers that are not a JSON object ------------------------------------------------------
+# --- responses that are not a JSON object ----------------------------------------------------
 
 
 def test_non_json_body_is_unknown() -> None:

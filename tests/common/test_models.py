@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
 
 from prebook_common.db import session_factory
 from prebook_common.migrate import upgrade
@@ -156,7 +156,7 @@ async def _store_and_reload(engine: AsyncEngine, prebooking: Prebooking) -> Preb
 
     # A second session reads the row from the database, not from the first one's identity map.
     async with sessions() as session:
-        return (await session.execute(select(Prebooking).where(Prebooking.id == prebooking.id))).scalar_one()
+        return (await session.exec(select(Prebooking).where(Prebooking.id == prebooking.id))).one()
 
 
 async def test_datetime_round_trip(engine: AsyncEngine) -> None:
@@ -188,14 +188,10 @@ async def test_datetime_compares_in_query(engine: AsyncEngine) -> None:
 
     # A bound in another zone must select the same instant as the stored UTC value.
     async with sessions() as session:
-        due = (
-            await session.execute(select(Prebooking.id).where(Prebooking.execute_at <= EXECUTE_AT))
-        ).scalars().all()
-        early = (
-            await session.execute(
-                select(Prebooking.id).where(Prebooking.execute_at < EXECUTE_AT - timedelta(microseconds=1))
-            )
-        ).scalars().all()
+        due_query = select(Prebooking.id).where(Prebooking.execute_at <= EXECUTE_AT)
+        due = (await session.exec(due_query)).all()
+        early_query = select(Prebooking.id).where(Prebooking.execute_at < EXECUTE_AT - timedelta(microseconds=1))
+        early = (await session.exec(early_query)).all()
 
     assert due == [prebooking.id]
     assert early == []

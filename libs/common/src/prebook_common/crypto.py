@@ -24,7 +24,12 @@ class DecryptionError(PrebookError):
 
 class SecretBox:
     def __init__(self, keys: str) -> None:
-        self._fernet = MultiFernet([_fernet_for(key.strip()) for key in keys.split(",") if key.strip()])
+        fernets = [_fernet_for(key.strip()) for key in keys.split(",") if key.strip()]
+        if not fernets:
+            raise ConfigurationError(
+                "PREBOOK_SESSION_ENCRYPTION_KEYS is empty: set it to one or more Fernet keys, newest first"
+            )
+        self._fernet = MultiFernet(fernets)
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
@@ -33,20 +38,27 @@ class SecretBox:
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:
-            raise DecryptionError(
-                "stored secret cannot be decrypted with PREBOOK_SESSION_ENCRYPTION_KEYS: "
-                "keep the old key in the list (after the new one) until the data is re-encrypted"
-            ) from exc
+            raise _undecryptable() from exc
 
     def rotate(self, ciphertext: str) -> str:
-        """Re-encrypt ``ciphertext`` with the first (current) key."""
-        return self._fernet.rotate(ciphertext.encode()).decode()
+        """Re-encrypt ``ciphertext`` with the first (current) key; raise DecryptionError if no key fits."""
+        try:
+            return self._fernet.rotate(ciphertext.encode()).decode()
+        except InvalidToken as exc:
+            raise _undecryptable() from exc
 
     def encrypt_json(self, value: object) -> str:
         return self.encrypt(json.dumps(value, separators=(",", ":")))
 
     def decrypt_json(self, ciphertext: str) -> object:
         return json.loads(self.decrypt(ciphertext))
+
+
+def _undecryptable() -> DecryptionError:
+    return DecryptionError(
+        "stored secret cannot be decrypted with PREBOOK_SESSION_ENCRYPTION_KEYS: "
+        "keep the old key in the list (after the new one) until the data is re-encrypted"
+    )
 
 
 def _fernet_for(key: str) -> Fernet:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prebook_common.errors import ConfigurationError
@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     service_name: str = "prebook"
 
     # Storage and messaging.
-    database_url: str = "sqlite+aiosqlite:///./prebook.db"
+    # Left out of repr because a Postgres URL may carry the database password.
+    database_url: str = Field(default="sqlite+aiosqlite:///./prebook.db", repr=False)
     nats_url: str = "nats://127.0.0.1:4222"
     nats_stream: str = "PREBOOKINGS"
     nats_subject_prefix: str = "prebooking"
@@ -112,11 +113,30 @@ class Settings(BaseSettings):
     session_max_age_s: float = Field(
         default=20 * 60, gt=0, description="A session older than this is refreshed while a booking prepares."
     )
+    session_refresher_enabled: bool = Field(
+        default=True, description="Run the executor's background task that refreshes sessions before they expire."
+    )
+    session_refresh_poll_s: float = Field(
+        default=60.0, gt=0, description="How often the refresher looks for sessions due for a refresh."
+    )
+    session_relogin_deadline_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="After a logout at fire time, log in again and fire once more only until this long after the target.",
+    )
 
     # Executor's JetStream consumer.
     executor_durable: str = "executor"
     ack_wait_s: float = Field(default=30.0, gt=0)
     executor_max_parked: int = Field(default=10_000, gt=0)
+
+    @field_validator("qstash_token", "admin_api_key", "local_delivery_url", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # `PREBOOK_QSTASH_TOKEN=` in a .env file must not switch the scheduler to QStash.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @model_validator(mode="after")
     def _reject_placeholders(self) -> Settings:

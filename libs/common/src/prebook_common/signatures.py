@@ -101,7 +101,7 @@ class QStashVerifier:
     def _decode(self, signature: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(signature)
-        except jwt.DecodeError as exc:
+        except jwt.InvalidTokenError as exc:
             raise SignatureError("malformed", "Upstash-Signature is not a well-formed JWT") from exc
 
         if header.get("alg") != ALGORITHM:

@@ -49,7 +49,12 @@ async def ensure_stream(broker: NatsBroker, settings: Settings) -> None:
 
 
 def create_broker(settings: Settings, **kwargs) -> NatsBroker:
-    """A FastStream NATS broker that reconnects forever after the first connection."""
+    """Create a FastStream NATS broker that keeps trying to connect and to reconnect.
+
+    nats-py retries the first connection forever too (``max_reconnect_attempts=-1``),
+    so connection failures reach the log only through the callbacks set here.
+    """
+    errors = _ConnectionErrorLog(settings.nats_url)
     return NatsBroker(
         settings.nats_url,
         # FastStream's per-message "Received"/"Processed" lines go through our handler at DEBUG.
@@ -58,8 +63,33 @@ def create_broker(settings: Settings, **kwargs) -> NatsBroker:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=settings.nats_publish_timeout_s,
+        error_cb=errors.on_error,
+        disconnected_cb=errors.on_disconnected,
+        reconnected_cb=errors.on_reconnected,
         **kwargs,
     )
+
+
+class _ConnectionErrorLog:
+    """Logs NATS connection trouble: the first error of a streak, then every 20th."""
+
+    REPEAT_EVERY = 20
+
+    def __init__(self, nats_url: str) -> None:
+        self._url = nats_url
+        self._streak = 0
+
+    async def on_error(self, error: Exception) -> None:
+        self._streak += 1
+        if self._streak == 1 or self._streak % self.REPEAT_EVERY == 0:
+            logger.warning("NATS at %s: %s: %s (error %d in a row)", self._url, type(error).__name__, error, self._streak)
+
+    async def on_disconnected(self) -> None:
+        logger.warning("disconnected from NATS at %s; reconnecting", self._url)
+
+    async def on_reconnected(self) -> None:
+        self._streak = 0
+        logger.info("reconnected to NATS at %s", self._url)
 
 
 async def publish_event(
@@ -89,7 +119,7 @@ async def publish_event(
             stream=settings.nats_stream,
             timeout=settings.nats_publish_timeout_s,
         )
-    except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
+    except (nats.errors.Error, asyncio.TimeoutError, OSError, IncorrectState) as exc:
         raise PublishError(
             f"publishing {subject} failed ({type(exc).__name__}): is NATS reachable at the "
             f"configured PREBOOK_NATS_URL?"
@@ -98,29 +128,15 @@ async def publish_event(
     return bool(getattr(ack, "duplicate", False))
 
 
-async def connect_with_retry(broker: NatsBroker, settings: Settings, *, max_delay_s: float = 5.0) -> None:
-    """Connect ``broker``, retrying with backoff until NATS answers.
+async def connect_with_retry(broker: NatsBroker, settings: Settings) -> None:
+    """Connect ``broker``, waiting as long as it takes for NATS to answer.
 
-    nats-py reconnects on its own once connected, but raises when the first connection
-    fails; services started before NATS (as in ``docker compose up``) wait here instead.
+    Services started before NATS (as in ``docker compose up``) wait here; the broker's
+    error callback logs the failed attempts.
     """
-    delay_s = 0.2
-    attempt = 1
-    while True:
-        try:
-            await broker.connect()
-        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
-            logger.warning(
-                "NATS at %s is not reachable (attempt %d, %s); retrying in %.1f s",
-                settings.nats_url, attempt, type(exc).__name__, delay_s,
-            )
-            await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, max_delay_s)
-            attempt += 1
-            continue
-
-        logger.info("connected to NATS at %s", settings.nats_url)
-        return
+    logger.info("connecting to NATS at %s", settings.nats_url)
+    await broker.connect()
+    logger.info("connected to NATS at %s", settings.nats_url)
 
 
 def broker_connected(broker: NatsBroker) -> bool:
