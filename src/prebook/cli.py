@@ -10,6 +10,8 @@ import asyncio
 
 import typer
 
+from prebook import callback_command, client, keys, sessions_command, up
+
 app = typer.Typer(
     help="Prebook books AimHarder classes at the instant their booking window opens.",
     no_args_is_help=True,
@@ -68,6 +70,13 @@ def migrate() -> None:
             await upgrade(engine)
 
     asyncio.run(run())
+
+
+app.command()(callback_command.callback)
+app.add_typer(sessions_command.app, name="sessions")
+app.add_typer(client.app)
+app.add_typer(keys.app, name="keys")
+app.add_typer(up.app)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ reached the machine before the opening instant.
 Responses that are the simulator's own, because AimHarder's are not known:
 
 - Unknown class id or day: ``{"bookState": -3, "errorMssg": "Clase no encontrada",
-  "errorMssgLang": "ERROR_CLASE_NO_ENCONTRADA"}``. -3 is none of the known bookState
+  "errorMssgLang": "ERROR_CLASE_NO_ENCONTRADA"}``. -3 is not among the known bookState
   codes (1, 0, -1, -2, -4, -5, -7, -8, -12), so prebook_common maps it to UNKNOWN.
 - Missing or invalid form field: HTTP 400 ``{"error": "field 'day' ..."}``.
 - Cancelling an unknown booking, or one of another user: ``{"cancelState": -1,

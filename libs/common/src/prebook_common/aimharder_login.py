@@ -1,19 +1,19 @@
 """AimHarder's login and token update, the two calls that create and renew a session.
 
 - Login: ``POST {login_url}/api/login`` with JSON ``username``, ``password`` and
-  ``fingerprint``. A success answers JSON with ``token`` and sets ``amhrdrauth`` (plus
+  ``fingerprint``. A successful response is JSON with ``token`` and sets ``amhrdrauth`` (plus
   ``AWSALB``, ``AWSALBCORS`` and ``PHPSESSID``) with Set-Cookie. Wrong credentials
-  answer HTTP 200 with ``errorMssg`` and ``errorMssgLang``.
+  get HTTP 200 with ``errorMssg`` and ``errorMssgLang``.
 - Token update: ``POST {login_url}/api/tokenUpdate`` with ``token`` and
   ``fingerprint``. A success sets a fresh ``amhrdrauth`` and may return a new token; a
-  dead session answers ``{"logout": 1}``.
+  dead session gets ``{"logout": 1}``.
 
 Errors::
 
     AimharderAuthError (PrebookError)
     ├── LoginRejected       AimHarder rejected the username or password
-    ├── SessionLoggedOut    AimHarder answered {"logout": 1}: the session is dead
-    └── AuthUnavailable     no usable answer: network error, timeout, HTTP error, bad body
+    ├── SessionLoggedOut    AimHarder responded {"logout": 1}: the session is dead
+    └── AuthUnavailable     no usable response: network error, timeout, HTTP error, bad body
 
 Messages name the user and AimHarder's error code, never a password, token or cookie.
 """
@@ -52,11 +52,11 @@ class LoginRejected(AimharderAuthError):
 
 
 class SessionLoggedOut(AimharderAuthError):
-    """AimHarder answered ``{"logout": 1}``: the session expired or was revoked."""
+    """AimHarder responded with ``{"logout": 1}``: the session expired or was revoked."""
 
 
 class AuthUnavailable(AimharderAuthError):
-    """AimHarder gave no usable answer: a network error, a timeout or an unexpected body."""
+    """AimHarder sent no usable response: a network error, a timeout or an unexpected body."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class AimharderAuth:
     async def login(self, username: str, password: str, fingerprint: str | None) -> SessionGrant:
         """Log in and return the new session.
 
-        Raises LoginRejected for wrong credentials and AuthUnavailable when the answer
+        Raises LoginRejected for wrong credentials and AuthUnavailable when the response
         is not usable.
         """
         body = {"username": username, "password": password, "fingerprint": fingerprint or ""}
@@ -95,7 +95,7 @@ class AimharderAuth:
         cookies = _read_set_cookies(response)
         if not cookies.get(SESSION_COOKIE):
             raise AuthUnavailable(
-                f"AimHarder's login answer for {username} set no {SESSION_COOKIE} cookie "
+                f"AimHarder's login response for {username} set no {SESSION_COOKIE} cookie "
                 f"(HTTP {response.status_code}, JSON fields {sorted(data)})"
             )
         return SessionGrant(
@@ -107,19 +107,19 @@ class AimharderAuth:
     async def update_token(self, token: str, fingerprint: str | None, cookies: dict[str, str]) -> SessionGrant:
         """Renew the session of ``token`` and return ``cookies`` updated with the fresh ones.
 
-        Raises SessionLoggedOut when AimHarder answers ``{"logout": 1}`` and
-        AuthUnavailable when the answer is not usable.
+        Raises SessionLoggedOut when AimHarder responds with ``{"logout": 1}`` and
+        AuthUnavailable when the response is not usable.
         """
         body = {"token": token, "fingerprint": fingerprint or ""}
         response, data = await self._post(TOKEN_UPDATE_PATH, json_body=body, cookies=cookies)
 
         if data.get("logout"):
-            raise SessionLoggedOut("AimHarder answered the token update with logout: the session expired or was revoked.")
+            raise SessionLoggedOut("AimHarder responded to the token update with logout: the session expired or was revoked.")
 
         fresh = _read_set_cookies(response)
         if not fresh.get(SESSION_COOKIE):
             raise AuthUnavailable(
-                f"AimHarder's token update answer set no {SESSION_COOKIE} cookie "
+                f"AimHarder's token update response set no {SESSION_COOKIE} cookie "
                 f"(HTTP {response.status_code}, JSON fields {sorted(data)})"
             )
         merged = dict(cookies)
@@ -141,19 +141,19 @@ class AimharderAuth:
         try:
             response = await self._http.post(url, json=json_body, headers=headers, timeout=self._timeout_s)
         except httpx.TimeoutException as exc:
-            raise AuthUnavailable(f"AimHarder at {url} did not answer within {self._timeout_s} s") from exc
+            raise AuthUnavailable(f"AimHarder at {url} did not respond within {self._timeout_s} s") from exc
         except httpx.HTTPError as exc:
             # The message of an httpx error names the URL, never the body or the headers.
             raise AuthUnavailable(f"request to {url} failed: {type(exc).__name__}: {exc}") from exc
 
         if response.status_code >= 400:
-            raise AuthUnavailable(f"AimHarder at {url} answered HTTP {response.status_code}")
+            raise AuthUnavailable(f"AimHarder at {url} responded with HTTP {response.status_code}")
         try:
             data = json.loads(response.content)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AuthUnavailable(f"AimHarder at {url} answered HTTP {response.status_code} with a body that is not JSON") from exc
+            raise AuthUnavailable(f"AimHarder at {url} responded with HTTP {response.status_code} and a body that is not JSON") from exc
         if not isinstance(data, dict):
-            raise AuthUnavailable(f"AimHarder at {url} answered a JSON {type(data).__name__}, not an object")
+            raise AuthUnavailable(f"AimHarder at {url} returned a JSON {type(data).__name__}, not an object")
         return response, data
 
 

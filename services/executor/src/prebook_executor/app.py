@@ -1,8 +1,10 @@
-"""The executor's FastStream application: one durable pull consumer on prepare events."""
+"""The executor's FastStream application: one durable pull consumer on prepare events,
+and the background task that refreshes AimHarder sessions."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -13,6 +15,8 @@ from faststream.nats import NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.api import ConsumerConfig
 
+from prebook_common.aimharder_login import AimharderAuth
+from prebook_common.aimharder_sessions import SessionRepository
 from prebook_common.crypto import SecretBox
 from prebook_common.db import create_engine
 from prebook_common.events import PrebookingPrepare
@@ -24,7 +28,8 @@ from prebook_executor.completion import CompletionWriter
 from prebook_executor.consumer import PrepareHandler
 from prebook_executor.fire_clock import FireClock
 from prebook_executor.firing import Firer
-from prebook_executor.sessions import SessionStore
+from prebook_executor.session_locks import SessionLocks
+from prebook_executor.sessions import SessionKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +51,17 @@ class Executor:
         self.http = httpx.AsyncClient(timeout=settings.aimharder_timeout_s)
         self.clock = FireClock(guard_ns=round(settings.guard_ms * 1_000_000))
         claims = ClaimStore(self.engine, executor_id())
+        self.sessions = SessionKeeper(
+            settings,
+            SessionRepository(self.engine, SecretBox(settings.session_encryption_keys.get_secret_value())),
+            AimharderAuth(settings.aimharder_login_url, self.http, timeout_s=settings.aimharder_timeout_s),
+            SessionLocks(),
+        )
+        self._refresher: asyncio.Task[None] | None = None
         self.handler = PrepareHandler(
             settings,
             claims,
-            SessionStore(self.engine, SecretBox(settings.session_encryption_keys.get_secret_value())),
+            self.sessions,
             Firer(settings, self.clock, self.http),
             CompletionWriter(settings, claims, self.broker),
         )
@@ -73,6 +85,10 @@ class Executor:
         await upgrade(self.engine)
         await connect_with_retry(self.broker, self.settings)
         await self.broker.start()
+        if self.settings.session_refresher_enabled:
+            self._refresher = asyncio.create_task(self.sessions.run_refresher(), name="session-refresher")
+        else:
+            logger.info("session refresher disabled by PREBOOK_SESSION_REFRESHER_ENABLED=false")
         logger.info(
             "executor started: consuming %s as durable %s (lead %.1f s, guard %.1f ms, fire offset %.1f ms)",
             self.settings.subject("prepare"), self.settings.executor_durable,
@@ -80,6 +96,10 @@ class Executor:
         )
 
     async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         parked = list(self.handler.parked)
         if parked:
             # NOTE: parked bookings are waited for, not handed back; a shutdown seconds

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -40,6 +40,11 @@ class FireResult:
     attempts: int
     fallbacks: int
     error: str | None = None
+
+    @property
+    def logged_out(self) -> bool:
+        """True when AimHarder responded with ``{"logout": 1}``, because the session was dead at fire time."""
+        return self.answer is not None and self.answer.outcome is BookOutcome.AUTH_FAILED
 
     @property
     def fire_latency_us(self) -> int | None:
@@ -169,6 +174,29 @@ class Firer:
             attempts=attempts,
             fallbacks=fallbacks,
             error=None if answer is not None else error,
+        )
+
+    async def fire_again(self, request: BookRequest, previous: FireResult, *, prebooking_id: object) -> FireResult:
+        """Send one more attempt at once with httpx, after a re-login gave the request new cookies.
+
+        The result keeps the first attempt's send time, so ``fire_latency_us`` still
+        measures the fire at the instant. A network error keeps the previous answer.
+        """
+        timeout_s = self._settings.aimharder_timeout_s
+        try:
+            response = await send_fresh(request.url, headers=request.headers, body=request.body, timeout_s=timeout_s, client=self._http)
+        except StagingError as exc:
+            logger.warning("prebooking %s: attempt %d after the re-login failed: %s", prebooking_id, previous.attempts + 1, exc)
+            return replace(previous, attempts=previous.attempts + 1, fallbacks=previous.fallbacks + 1)
+
+        return replace(
+            previous,
+            answer=parse_book_answer(response.status_code, response.body),
+            first_sent_ns=previous.first_sent_ns if previous.first_sent_ns is not None else response.sent_ns,
+            response_ms=(response.received_ns - response.sent_ns) / 1e6,
+            attempts=previous.attempts + 1,
+            fallbacks=previous.fallbacks + 1,
+            error=None,
         )
 
     async def _send(self, request: BookRequest, connection: StagedRequest | None, target_ns: int) -> StagedResponse:

@@ -5,23 +5,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
-from prebook_common.db import create_engine
+from prebook_common.crypto import SecretBox
+from prebook_common.db import create_engine, session_factory
 from prebook_common.migrate import upgrade
+from prebook_common.models import utcnow
 from prebook_common.settings import Settings, get_settings
 from prebook_common.signatures import QStashVerifier
-from prebook_common.streams import connect_with_retry, create_broker, ensure_stream
+from prebook_common.streams import broker_connected, connect_with_retry, create_broker, ensure_stream
 from prebook_gateway import callback, health
+from prebook_gateway.aimharder_client import create_http_client
+from prebook_gateway.api_errors import install_error_handlers
+from prebook_gateway.publishing import EventPublisher
+from prebook_gateway.routes import bookings, boxes, prebookings, sessions, users
 from prebook_gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    """Build the gateway. ``clock`` returns the current UTC time; tests may pin it."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -30,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await upgrade(engine)
 
         broker = create_broker(settings)
+        publisher = EventPublisher(broker, settings, lambda: broker_connected(broker))
+        aimharder_http = create_http_client(settings.aimharder_timeout_s, settings.connect_timeout_s)
         app.state.gateway = GatewayState(
             settings=settings,
             broker=broker,
@@ -40,6 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.callback_url,
                 clock_tolerance_s=settings.qstash_clock_tolerance_s,
             ),
+            sessions=session_factory(engine),
+            aimharder_http=aimharder_http,
+            secret_box=SecretBox(settings.session_encryption_keys.get_secret_value()),
+            publisher=publisher,
+            clock=clock,
         )
 
         # Serve at once; callbacks answer 503 until NATS is connected, and QStash retries.
@@ -51,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connecting
+            await publisher.aclose()
+            await aimharder_http.aclose()
             await broker.stop()
             await engine.dispose()
             logger.info("gateway stopped")
@@ -61,8 +78,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(callback.router)
+    app.include_router(users.router)
+    app.include_router(boxes.router)
+    app.include_router(prebookings.router)
+    app.include_router(bookings.router)
+    app.include_router(sessions.router)
     return app
 
 

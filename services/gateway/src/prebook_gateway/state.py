@@ -1,15 +1,22 @@
-"""What the gateway's routes share: settings, the NATS broker, the database engine."""
+"""The gateway's shared state: settings, the NATS broker, the database and HTTP clients."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
+import httpx
 from faststream.nats import NatsBroker
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from prebook_common.crypto import SecretBox
+from prebook_common.models import utcnow
 from prebook_common.settings import Settings
 from prebook_common.signatures import QStashVerifier
 from prebook_common.streams import broker_connected
+from prebook_gateway.publishing import EventPublisher
 
 
 @dataclass
@@ -18,6 +25,13 @@ class GatewayState:
     broker: NatsBroker
     engine: AsyncEngine
     verifier: QStashVerifier
+    sessions: async_sessionmaker[AsyncSession]
+    # Client for AimHarder's box API (book now and the class lookup).
+    aimharder_http: httpx.AsyncClient
+    secret_box: SecretBox
+    publisher: EventPublisher
+    # Current time as an aware UTC datetime; tests replace it to pin "now".
+    clock: Callable[[], datetime] = field(default=utcnow)
 
     def broker_connected(self) -> bool:
         return broker_connected(self.broker)

@@ -1,0 +1,1 @@
+"""Prebook's scheduler: calls the gateway's QStash callback a lead time before each opening."""

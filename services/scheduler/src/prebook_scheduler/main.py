@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-import sys
+import asyncio
+import signal
+
+from prebook_common.log import setup_logging
+from prebook_common.settings import Settings, get_settings
+from prebook_scheduler.app import Scheduler
 
 
 def serve() -> None:
-    # TODO: the scheduler (QStash and local delivery backends) is not built yet; until
-    # then, QStash or a direct signed POST must call the gateway's callback.
-    sys.exit("prebook scheduler: not implemented yet; schedule callbacks with QStash directly")
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    asyncio.run(run(settings))
+
+
+async def run(settings: Settings) -> None:
+    """Run the scheduler until SIGINT or SIGTERM."""
+    scheduler = Scheduler(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    await scheduler.start()
+    try:
+        await stop.wait()
+    finally:
+        await scheduler.stop()

@@ -1,0 +1,169 @@
+"""Callback verification cost: ``QStashVerifier.verify`` and ``verify_token``, per call.
+
+Each call is timed on its own with ``time.perf_counter_ns`` to give percentiles, and a
+``timeit`` loop over the same calls gives the mean without the per-call clock reads.
+The signed bodies are distinct, as QStash's deliveries are.
+
+Run: ``uv run python bench/verification.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import timeit
+import uuid
+from collections.abc import Callable
+
+import jwt
+from harness import Machine, command_line, markdown_table, summarize, write_section
+
+from prebook_common.signatures import QStashVerifier, sign
+from prebook_common.token import make_token, verify_token
+from prebook_gateway.callback_body import CallbackBody
+
+CURRENT_KEY = "sig_benchCurrentKey0123456789abcdefghij"
+NEXT_KEY = "sig_benchNextKey0123456789abcdefghijklmn"
+TOKEN_SECRET = "bench-token-secret-0123456789abcdef0123456789abcdef"
+CALLBACK_URL = "https://prebook.example.com/v1/qstash/prepare"
+DISTINCT_CALLBACKS = 1_000
+WARM_UP_CALLS = 1_000
+TARGET_US = 50
+
+
+def make_callbacks(count: int, key: str) -> list[tuple[bytes, str, uuid.UUID, int, str]]:
+    """Return ``count`` signed callbacks: body, signature, prebooking id, executeAt, token."""
+    callbacks = []
+    execute_at_ms = time.time_ns() // 1_000_000 + 60_000
+    for index in range(count):
+        prebooking_id = uuid.uuid4()
+        token = make_token(TOKEN_SECRET, prebooking_id, execute_at_ms + index)
+        body = json.dumps(
+            {
+                "prebookingId": str(prebooking_id),
+                "executeAt": execute_at_ms + index,
+                "boxSubdomain": "benchbox",
+                "boxAimharderId": 4242,
+                "securityToken": token,
+            }
+        ).encode()
+        callbacks.append((body, sign(body, CALLBACK_URL, key), prebooking_id, execute_at_ms + index, token))
+    return callbacks
+
+
+def time_each(call: Callable[[int], object], calls: int) -> list[int]:
+    """Return the duration of each of ``calls`` calls of ``call(index)`` in nanoseconds."""
+    for index in range(WARM_UP_CALLS):
+        call(index)
+    durations = []
+    for index in range(calls):
+        started = time.perf_counter_ns()
+        call(index)
+        durations.append(time.perf_counter_ns() - started)
+    return durations
+
+
+def mean_us(call: Callable[[int], object], calls: int) -> float:
+    """Return the mean µs per call of a timeit loop, the best of 5 repeats."""
+    timer = timeit.Timer(lambda: [call(index) for index in range(calls)])
+    return min(timer.repeat(repeat=5, number=1)) / calls * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Measure the cost of verifying one QStash callback.")
+    parser.add_argument("--quick", action="store_true", help="time 2,000 calls per case instead of 20,000")
+    arguments = parser.parse_args()
+    calls = 2_000 if arguments.quick else 20_000
+
+    machine = Machine.read()
+    print(f"Load average at start: {machine.describe_load()}")
+    verifier = QStashVerifier(CURRENT_KEY, NEXT_KEY, CALLBACK_URL)
+    current = make_callbacks(DISTINCT_CALLBACKS, CURRENT_KEY)
+    rotated = make_callbacks(DISTINCT_CALLBACKS, NEXT_KEY)
+
+    def verify_current(index: int) -> object:
+        body, signature, *_ = current[index % DISTINCT_CALLBACKS]
+        return verifier.verify(signature, body)
+
+    def verify_next(index: int) -> object:
+        body, signature, *_ = rotated[index % DISTINCT_CALLBACKS]
+        return verifier.verify(signature, body)
+
+    def check_token(index: int) -> None:
+        _, _, prebooking_id, execute_at_ms, token = current[index % DISTINCT_CALLBACKS]
+        verify_token(TOKEN_SECRET, prebooking_id, execute_at_ms, token)
+
+    def verify_callback(index: int) -> None:
+        # What the gateway checks per callback: the signature, then the token.
+        verify_current(index)
+        check_token(index)
+
+    def read_header(index: int) -> object:
+        return jwt.get_unverified_header(current[index % DISTINCT_CALLBACKS][1])
+
+    def decode_jwt(index: int) -> object:
+        signature = current[index % DISTINCT_CALLBACKS][1]
+        return jwt.decode(signature, CURRENT_KEY, algorithms=["HS256"], issuer="Upstash", leeway=5)
+
+    def parse_body(index: int) -> object:
+        body = current[index % DISTINCT_CALLBACKS][0]
+        return CallbackBody.model_validate(json.loads(body))
+
+    cases = [
+        ("QStashVerifier.verify, signed with the current key", verify_current),
+        ("QStashVerifier.verify, signed with the next key (current key tried first)", verify_next),
+        ("verify_token", check_token),
+        ("per callback: verify (current key) + verify_token", verify_callback),
+        ("part of verify: jwt.get_unverified_header", read_header),
+        ("part of verify: jwt.decode (HS256, issuer, times)", decode_jwt),
+        ("for comparison: json.loads + CallbackBody.model_validate", parse_body),
+    ]
+
+    started = time.monotonic()
+    rows = []
+    summaries = {}
+    for label, call in cases:
+        summary = summarize(time_each(call, calls))
+        mean = mean_us(call, calls)
+        summaries[label] = summary
+        rows.append([label, f"{summary.count:,}", *summary.cells(1_000, 1), f"{mean:.1f}"])
+        print(f"{label:<78} p50 {summary.p50 / 1000:6.1f} us  p99 {summary.p99 / 1000:6.1f} us  mean {mean:6.1f} us")
+    elapsed_s = time.monotonic() - started
+
+    per_callback = summaries["per callback: verify (current key) + verify_token"]
+    worst = summaries["QStashVerifier.verify, signed with the next key (current key tried first)"].p99 + summaries[
+        "verify_token"
+    ].p99
+    if per_callback.p99 / 1000 <= TARGET_US:
+        verdict = f"met: p99 {per_callback.p99 / 1000:.1f} µs per callback ≤ {TARGET_US} µs"
+    else:
+        over = per_callback.p99 / 1000 - TARGET_US
+        verdict = f"**not met**: p99 {per_callback.p99 / 1000:.1f} µs per callback, {over:.1f} µs over {TARGET_US} µs"
+
+    section = f"""## Callback verification
+
+Cost of the checks the gateway makes on each QStash callback, in the benchmark's own
+process: `QStashVerifier.verify` (the HS256 JWT with PyJWT, its claims and the body
+hash) and `verify_token` (the prebooking's HMAC-SHA256). {DISTINCT_CALLBACKS:,} distinct
+signed bodies are used in turn. Each call is timed alone with `time.perf_counter_ns`
+after {WARM_UP_CALLS:,} warm-up calls, and the mean column is the best of 5 `timeit`
+loops over the same calls. The rows marked "part of verify" time the two PyJWT calls that
+`verify` makes, to show where its time goes.
+
+{machine.markdown()}
+- Command: `{command_line()}` ({elapsed_s:.0f} s)
+
+{markdown_table(["case", "calls", "p50 µs", "p90 µs", "p99 µs", "max µs", "mean µs"], rows)}
+
+Target, verification ≤ {TARGET_US} µs per callback: {verdict}. During a key rotation
+(signed with the next key) the p99 of the signature plus the token is {worst / 1000:.1f} µs.
+PyJWT version: {jwt.__version__}.
+"""
+    print(f"PyJWT {jwt.__version__}")
+    print(f"Load average at the end: {Machine.read().describe_load()}")
+    write_section("verification", section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Per-user locks that keep a session refresh away from a booking that uses the session.
+
+A token update gives the session a new ``amhrdrauth`` and AimHarder stops accepting
+the old one. A booking writes its cookie into the staged request seconds before the
+instant, so a refresh between loading the cookie and the fire would make the fire
+get ``{"logout": 1}`` from AimHarder. Each user therefore has one ``asyncio.Lock``:
+
+- a refresh or re-login holds the lock for its whole exchange with AimHarder;
+- a booking takes the lock only to register itself as a user of the loaded cookie,
+  and is counted until its fire has finished;
+- a refresh of a live session also waits until no booking is counted, whereas a
+  re-login after a logout does not, because the counted bookings hold a dead cookie.
+
+Bookings of one user, such as a family member's class at the same instant, therefore
+run side by side, and only refreshes exclude them.
+
+NOTE: the locks live in one executor process. Two executor replicas can still refresh
+a session that the other one is about to fire with; the other fire then gets a logout
+and re-logs in when credentials are stored. ``SessionRepository`` keeps concurrent
+refreshes from storing a cookie that was already replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _UserLock:
+    condition: asyncio.Condition = field(default_factory=asyncio.Condition)
+    bookings: int = 0
+    holders: int = 0
+
+
+class SessionLocks:
+    """One lock and one count of cookie-holding bookings per user, in this process."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, _UserLock] = {}
+
+    def bookings_in_flight(self, user_email: str) -> int:
+        user = self._users.get(user_email)
+        return 0 if user is None else user.bookings
+
+    def refreshing(self, user_email: str) -> bool:
+        user = self._users.get(user_email)
+        return user is not None and user.condition.locked()
+
+    @asynccontextmanager
+    async def booking(self, user_email: str) -> AsyncIterator[None]:
+        """Count a booking as a user of the session until the block exits.
+
+        Waits while a refresh of the session is running, so the cookie loaded inside
+        the block is the refreshed one.
+        """
+        user = self._acquire(user_email)
+        try:
+            async with user.condition:
+                user.bookings += 1
+            try:
+                yield
+            finally:
+                async with user.condition:
+                    user.bookings -= 1
+                    user.condition.notify_all()
+        finally:
+            self._release(user_email, user)
+
+    @asynccontextmanager
+    async def exclusive(self, user_email: str, *, wait_for_bookings: bool) -> AsyncIterator[None]:
+        """Hold the user's lock; with ``wait_for_bookings``, first wait until no booking is counted."""
+        user = self._acquire(user_email)
+        try:
+            async with user.condition:
+                if wait_for_bookings:
+                    await user.condition.wait_for(lambda: user.bookings == 0)
+                yield
+        finally:
+            self._release(user_email, user)
+
+    def _acquire(self, user_email: str) -> _UserLock:
+        user = self._users.setdefault(user_email, _UserLock())
+        user.holders += 1
+        return user
+
+    def _release(self, user_email: str, user: _UserLock) -> None:
+        # Entries are dropped once unused, so the dict does not grow with every user ever seen.
+        user.holders -= 1
+        if user.holders == 0 and self._users.get(user_email) is user:
+            del self._users[user_email]
