@@ -34,6 +34,7 @@ class PrebookingPrepare(Event):
     qstash_message_id: str | None = None
     retried: int = 0
     received_at_ns: int = Field(description="When the gateway received the callback, epoch ns")
+    verified_at_ns: int | None = Field(default=None, description="When the gateway finished its checks, epoch ns")
 
     @property
     def message_id(self) -> str:

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     service_name: str = "prebook"
 
+    # Tracing.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP endpoint for spans, such as http://jaeger:4318; unset exports nothing."
+    )
+    otel_console: bool = Field(default=False, description="Print finished spans to stderr.")
+
     # Storage and messaging.
     # Left out of repr because a Postgres URL may carry the database password.
     database_url: str = Field(default="sqlite+aiosqlite:///./prebook.db", repr=False)
@@ -130,7 +136,7 @@ class Settings(BaseSettings):
     ack_wait_s: float = Field(default=30.0, gt=0)
     executor_max_parked: int = Field(default=10_000, gt=0)
 
-    @field_validator("qstash_token", "admin_api_key", "local_delivery_url", mode="before")
+    @field_validator("qstash_token", "admin_api_key", "local_delivery_url", "otel_exporter_otlp_endpoint", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `PREBOOK_QSTASH_TOKEN=` in a .env file must not switch the scheduler to QStash.

@@ -15,6 +15,9 @@ from faststream.nats import NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.api import ConsumerConfig
 
+from opentelemetry.sdk.trace import TracerProvider
+
+from prebook_common import telemetry
 from prebook_common.aimharder_login import AimharderAuth
 from prebook_common.aimharder_sessions import SessionRepository
 from prebook_common.crypto import SecretBox
@@ -44,11 +47,12 @@ def executor_id() -> str:
 class Executor:
     """The executor's broker, handler and resources, started and stopped together."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
-        self.broker: NatsBroker = create_broker(settings)
+        self.broker: NatsBroker = create_broker(settings, middlewares=telemetry.nats_middlewares(tracer_provider))
         self.engine = create_engine(settings.database_url)
         self.http = httpx.AsyncClient(timeout=settings.aimharder_timeout_s)
+        telemetry.instrument_httpx(self.http, tracer_provider)
         self.clock = FireClock(guard_ns=round(settings.guard_ms * 1_000_000))
         claims = ClaimStore(self.engine, executor_id())
         self.sessions = SessionKeeper(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from faststream.nats import NatsBroker
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,6 +15,9 @@ from prebook_common.streams import publish_event
 from prebook_executor.claims import ClaimStore, Outcome
 from prebook_executor.retrying import retry_until_done
 
+if TYPE_CHECKING:
+    from prebook_executor.timeline import Timeline
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,8 +27,8 @@ class CompletionWriter:
         self._claims = claims
         self._broker = broker
 
-    async def write(self, event: PrebookingPrepare, outcome: Outcome) -> None:
-        """Store ``outcome``, then publish it; each step retries until it succeeds."""
+    async def write(self, event: PrebookingPrepare, outcome: Outcome, timeline: Timeline) -> None:
+        """Store ``outcome``, log and trace it, then publish it; storing and publishing retry until done."""
         prebooking_id = event.prebooking_id
         stored = await retry_until_done(
             lambda: self._claims.store_outcome(prebooking_id, outcome),
@@ -34,11 +38,13 @@ class CompletionWriter:
         if not stored:
             logger.warning("prebooking %s: outcome %s not stored, the row moved on meanwhile", prebooking_id, outcome.status)
 
+        trace_id = timeline.record_spans(outcome)
         logger.info(
-            "prebooking %s %s: bookState %s, booking id %s, fire latency %s us, response %s ms, attempts %d%s",
+            "prebooking %s %s: bookState %s, booking id %s, fire latency %s us, response %s ms, attempts %d%s; %s; trace %s",
             prebooking_id, outcome.status, outcome.book_state, outcome.booking_id, outcome.fire_latency_us,
             None if outcome.response_ms is None else f"{outcome.response_ms:.1f}", outcome.attempts,
             f", error {outcome.error_code}: {outcome.error_message}" if outcome.error_code else "",
+            timeline.describe(), trace_id,
         )
 
         completed = PrebookingCompleted(

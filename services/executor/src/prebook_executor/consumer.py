@@ -32,6 +32,7 @@ from prebook_executor.firing import FireResult, Firer
 from prebook_executor.keepalive import start_keepalive, stop_keepalive
 from prebook_executor.sessions import BookingSession, SessionKeeper, SessionUnavailable, renew_hint
 from prebook_executor.staging import StagedRequest
+from prebook_executor.timeline import Timeline
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,11 @@ class PrepareHandler:
         self.parked: set[asyncio.Task[None]] = set()
 
     async def __call__(self, event: PrebookingPrepare, message: NatsMessage) -> None:
-        loaded_at_ns = time.time_ns()
         metadata = message.raw_message.metadata
         stream_seq = metadata.sequence.stream
         prebooking_id = event.prebooking_id
         target_ns = event.execute_at_ms * 1_000_000 + round(self._settings.fire_offset_ms * 1_000_000)
+        timeline = Timeline(event, target_ns)
         logger.debug(
             "prepare event for prebooking %s: target %d ms, stream seq %d, delivery %d, qstash retried %d",
             prebooking_id, event.execute_at_ms, stream_seq, metadata.num_delivered, event.retried,
@@ -81,7 +82,7 @@ class PrepareHandler:
 
         late_ms = (time.time_ns() - target_ns) / 1_000_000
         if late_ms > self._settings.max_late_ms:
-            await self._store_missed(event, message, late_ms)
+            await self._store_missed(event, message, late_ms, timeline)
             return
 
         # 2. Claim.
@@ -98,12 +99,14 @@ class PrepareHandler:
         try:
             booking_session = await self._sessions.open_for_booking(claimed.user_email, prebooking_id=prebooking_id, budget_s=budget_s)
         except SessionUnavailable as exc:
-            await self._finish(event, message, Outcome(PrebookingStatus.FAILED, error_code=exc.error_code, error_message=str(exc)))
+            outcome = Outcome(PrebookingStatus.FAILED, error_code=exc.error_code, error_message=str(exc))
+            await self._finish(event, message, outcome, timeline)
             return
 
         # 4. Stage connections, then commit to firing. The session stays held until the fire ends.
         try:
             request = _book_request(self._settings, claimed, booking_session.secrets.cookies)
+            timeline.mark_loaded()
             staged = await self._firer.stage(request, prebooking_id=prebooking_id)
             if not await self._claims.mark_firing(prebooking_id):
                 await self._firer.discard(staged)
@@ -115,15 +118,15 @@ class PrepareHandler:
             await booking_session.aclose()
             raise
 
-        parked_at_ns = time.time_ns()
+        timeline.mark_parked()
         logger.info(
             "prebooking %s parked: fires in %.1f ms (received %s, loaded in %.1f ms, staged in %.1f ms)",
-            prebooking_id, (target_ns - parked_at_ns) / 1e6, event.received_at_ns,
-            (loaded_at_ns - event.received_at_ns) / 1e6, (parked_at_ns - loaded_at_ns) / 1e6,
+            prebooking_id, (target_ns - timeline.parked_ns) / 1e6, event.received_at_ns,
+            (timeline.loaded_ns - timeline.consumed_ns) / 1e6, (timeline.parked_ns - timeline.loaded_ns) / 1e6,
         )
 
         task = asyncio.create_task(
-            self._fire_and_finish(event, message, claimed, booking_session, request, staged, target_ns),
+            self._fire_and_finish(event, message, claimed, booking_session, request, staged, timeline),
             name=f"booking-{prebooking_id}",
         )
         self.parked.add(task)
@@ -137,8 +140,9 @@ class PrepareHandler:
         booking_session: BookingSession,
         request: BookRequest,
         staged: list[StagedRequest],
-        target_ns: int,
+        timeline: Timeline,
     ) -> None:
+        target_ns = timeline.target_ns
         keepalive = start_keepalive(
             message.in_progress, ack_wait_s=self._settings.ack_wait_s, target_ns=target_ns, prebooking_id=event.prebooking_id
         )
@@ -149,11 +153,12 @@ class PrepareHandler:
         finally:
             await stop_keepalive(keepalive)
             await booking_session.aclose()
+        timeline.mark_fired(result)
 
         outcome = result.to_outcome()
         if result.logged_out:
             outcome = replace(outcome, error_code="AUTH_FAILED", error_message=_auth_failed_message(prebooking, booking_session))
-        await self._finish(event, message, outcome)
+        await self._finish(event, message, outcome, timeline)
 
     async def _relogin_and_fire_again(
         self, prebooking: Prebooking, booking_session: BookingSession, result: FireResult, target_ns: int
@@ -201,13 +206,13 @@ class PrepareHandler:
             logger.warning("prebooking %s: re-login after the logout failed: %s: %s", prebooking_id, type(exc).__name__, exc)
             return None
 
-    async def _store_missed(self, event: PrebookingPrepare, message: NatsMessage, late_ms: float) -> None:
+    async def _store_missed(self, event: PrebookingPrepare, message: NatsMessage, late_ms: float, timeline: Timeline) -> None:
         reason = f"prepare event arrived {late_ms:.0f} ms after the target, over PREBOOK_MAX_LATE_MS={self._settings.max_late_ms}"
         logger.warning("prebooking %s missed: %s", event.prebooking_id, reason)
-        await self._finish(event, message, Outcome(PrebookingStatus.MISSED, error_code="MISSED", error_message=reason))
+        await self._finish(event, message, Outcome(PrebookingStatus.MISSED, error_code="MISSED", error_message=reason), timeline)
 
-    async def _finish(self, event: PrebookingPrepare, message: NatsMessage, outcome: Outcome) -> None:
-        await self._completion.write(event, outcome)
+    async def _finish(self, event: PrebookingPrepare, message: NatsMessage, outcome: Outcome, timeline: Timeline) -> None:
+        await self._completion.write(event, outcome, timeline)
         await message.ack()
 
 

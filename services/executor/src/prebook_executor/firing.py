@@ -37,6 +37,8 @@ class FireResult:
     answer: BookAnswer | None
     first_sent_ns: int | None
     response_ms: float | None
+    # When the last response's first bytes arrived, epoch ns.
+    received_ns: int | None
     attempts: int
     fallbacks: int
     error: str | None = None
@@ -171,6 +173,7 @@ class Firer:
             answer=answer,
             first_sent_ns=first_sent_ns,
             response_ms=None if response is None else (response.received_ns - response.sent_ns) / 1e6,
+            received_ns=None if response is None else response.received_ns,
             attempts=attempts,
             fallbacks=fallbacks,
             error=None if answer is not None else error,
@@ -194,6 +197,7 @@ class Firer:
             answer=parse_book_answer(response.status_code, response.body),
             first_sent_ns=previous.first_sent_ns if previous.first_sent_ns is not None else response.sent_ns,
             response_ms=(response.received_ns - response.sent_ns) / 1e6,
+            received_ns=response.received_ns,
             attempts=previous.attempts + 1,
             fallbacks=previous.fallbacks + 1,
             error=None,

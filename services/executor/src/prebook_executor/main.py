@@ -7,6 +7,7 @@ import signal
 
 from prebook_common.log import setup_logging
 from prebook_common.settings import Settings, get_settings
+from prebook_common.telemetry import setup_tracing
 from prebook_executor.app import Executor
 
 
@@ -18,7 +19,8 @@ def serve() -> None:
 
 async def run(settings: Settings) -> None:
     """Run the executor until SIGINT or SIGTERM."""
-    executor = Executor(settings)
+    provider = setup_tracing(settings, "prebook-executor")
+    executor = Executor(settings, tracer_provider=provider)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -29,3 +31,4 @@ async def run(settings: Settings) -> None:
         await stop.wait()
     finally:
         await executor.stop()
+        provider.shutdown()

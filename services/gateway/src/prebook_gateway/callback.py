@@ -82,6 +82,7 @@ async def prepare(request: Request) -> JSONResponse:
         qstash_message_id=request.headers.get("Upstash-Message-Id"),
         retried=_retried(request.headers.get("Upstash-Retried")),
         received_at_ns=received_at_ns,
+        verified_at_ns=verified_at_ns,
     )
     if not state.broker_connected():
         logger.warning("callback for prebooking %s not accepted: NATS is not connected", body.prebookingId)
