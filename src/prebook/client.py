@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import httpx
 import typer
+from rich.box import SIMPLE_HEAD
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -85,10 +87,19 @@ def _print_json(data: Any) -> None:
     console.print_json(json.dumps(data, ensure_ascii=False))
 
 
-def _local_time(prebooking: dict[str, Any]) -> str:
-    """Return the firing instant as wall-clock time in the box's zone, named after it."""
-    local = datetime.fromisoformat(prebooking["execute_at_local"])
-    return f"{local:%Y-%m-%d %H:%M:%S} {prebooking['timezone']}"
+def _local_time(prebooking: dict[str, Any], *, zone_name: bool = False) -> str:
+    """Return the firing instant as wall-clock time in the box's zone, such as ``2030-05-16 09:00 CEST``.
+
+    Seconds and milliseconds are shown only when they are not zero. With ``zone_name``
+    the IANA name follows in brackets.
+    """
+    zone = ZoneInfo(prebooking["timezone"])
+    local = datetime.fromisoformat(prebooking["execute_at"]).astimezone(zone)
+    if local.second == 0 and local.microsecond == 0:
+        shown = f"{local:%Y-%m-%d %H:%M %Z}"
+    else:
+        shown = f"{local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} {local:%Z}"
+    return f"{shown} ({prebooking['timezone']})" if zone_name else shown
 
 
 def _result(prebooking: dict[str, Any]) -> str:
@@ -100,13 +111,22 @@ def _result(prebooking: dict[str, Any]) -> str:
 
 
 def _prebooking_table(items: list[dict[str, Any]]) -> Table:
-    table = Table()
-    for name in ("id", "box", "class", "day", "opens", "status", "result"):
-        table.add_column(text(name), overflow="fold")
+    # Only the id, status and result fold, so a narrow terminal still shows whole times.
+    # The result column appears only when some prebooking has one.
+    with_result = any(_result(item) for item in items)
+    table = Table(box=SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column(text("id"), overflow="fold", min_width=8)
+    for name in ("box", "class", "day", "opens"):
+        table.add_column(text(name), no_wrap=True)
+    table.add_column(text("status"), overflow="fold", min_width=7)
+    if with_result:
+        table.add_column(text("result"), overflow="fold")
+
     for item in items:
-        table.add_row(
-            item["id"], item["box"], item["class_id"], item["class_day"], _local_time(item), item["status"], _result(item)
-        )
+        cells = [item["id"], item["box"], item["class_id"], item["class_day"], _local_time(item), item["status"]]
+        if with_result:
+            cells.append(_result(item))
+        table.add_row(*cells)
     return table
 
 
@@ -114,7 +134,7 @@ def _detail_table(prebooking: dict[str, Any]) -> Table:
     table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row(text("opens"), _local_time(prebooking))
+    table.add_row(text("opens"), _local_time(prebooking, zone_name=True))
     for name, value in prebooking.items():
         if name not in ("execute_at_local", "timezone"):
             table.add_row(name, "" if value is None else str(value))
@@ -152,7 +172,7 @@ def add(
     if as_json:
         _print_json(prebooking)
         return
-    console.print(text("created", id=prebooking["id"], opens=_local_time(prebooking)))
+    console.print(text("created", id=prebooking["id"], opens=_local_time(prebooking, zone_name=True)))
     console.print(_prebooking_table([prebooking]))
 
 
@@ -174,7 +194,7 @@ def book(
         _print_json(data)
         return
     if response.status_code == 202:
-        console.print(text("prebooked", id=data["id"], opens=_local_time(data)))
+        console.print(text("prebooked", id=data["id"], opens=_local_time(data, zone_name=True)))
         console.print(_prebooking_table([data]))
         return
     console.print(text("booked_now", outcome=data["outcome"], book_state=data["book_state"]))

@@ -77,6 +77,7 @@ class Plan:
     demo_opens_in_s: float = demo_seed.DEFAULT_OPENS_IN_S
     nats_url: str | None = None
     otlp_endpoint: str | None = None
+    otel_console: bool = False
 
     @property
     def starts_nats(self) -> bool:
@@ -140,7 +141,7 @@ def service_environment(plan: Plan, name: str, base: dict[str, str] | None = Non
         PREBOOK_DATABASE_URL=plan.database_url,
         PREBOOK_GATEWAY_HOST=plan.host,
         PREBOOK_GATEWAY_PORT=str(plan.gateway_port),
-        PREBOOK_SERVICE_NAME=name,
+        PREBOOK_SERVICE_NAME=f"prebook-{name}",
         # Each line reaches the log file at once, so readiness and failures show promptly.
         PYTHONUNBUFFERED="1",
     )
@@ -150,8 +151,10 @@ def service_environment(plan: Plan, name: str, base: dict[str, str] | None = Non
         env["PREBOOK_AIMHARDER_BASE_URL"] = plan.sim_url
         env["PREBOOK_AIMHARDER_LOGIN_URL"] = plan.sim_url
     if plan.otlp_endpoint:
-        # NOTE: the services read this once tracing is added; until then it is ignored.
         env["PREBOOK_OTEL_EXPORTER_OTLP_ENDPOINT"] = plan.otlp_endpoint
+    if plan.otel_console:
+        # The spans go to stderr, which is the child's log file.
+        env["PREBOOK_OTEL_CONSOLE"] = "true"
     return env
 
 
@@ -508,6 +511,9 @@ def up(
         help="OTLP/HTTP endpoint for the services' traces, such as http://127.0.0.1:4318. "
         "Sets PREBOOK_OTEL_EXPORTER_OTLP_ENDPOINT for every service.",
     ),
+    otel_console: bool = typer.Option(
+        False, "--otel-console", help="Write the services' finished spans to their log files (PREBOOK_OTEL_CONSOLE)."
+    ),
 ) -> None:
     """Run NATS, the gateway, the executor and the scheduler on this machine until Ctrl-C."""
     plan = Plan(
@@ -521,6 +527,7 @@ def up(
         demo_opens_in_s=demo_opens_in,
         nats_url=nats_url,
         otlp_endpoint=otlp_endpoint,
+        otel_console=otel_console,
     )
     console = Console()
     try:

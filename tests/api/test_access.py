@@ -130,6 +130,21 @@ async def test_rejections_log_no_key_material(gateway: Gateway, caplog: pytest.L
         assert hashlib.sha256(key.encode()).hexdigest() not in logged
 
 
+async def test_rejections_logged_once_per_reason(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="prebook_gateway")
+    for _ in range(3):
+        response = await gateway.client.get("/v1/me", headers=bearer("pbk_" + "Y" * 43))
+        assert response.status_code == 401
+    response = await gateway.client.get("/v1/me")
+    assert response.status_code == 401
+
+    lines = [record.getMessage() for record in caplog.records if "rejected" in record.getMessage()]
+    assert lines == [
+        "request GET /v1/me rejected: unknown API key (0 more like it skipped in the last 10 s)",
+        "request GET /v1/me rejected: no Authorization header (0 more like it skipped in the last 10 s)",
+    ]
+
+
 async def test_admin_creates_users_and_keys(gateway: Gateway) -> None:
     created = await gateway.client.post("/v1/users", json={"email": " Ana@Example.com "}, headers=bearer(ADMIN_KEY))
     assert created.status_code == 201, created.text

@@ -186,7 +186,7 @@ async def test_prebook_add_list_show_cancel(cli_gateway: CliGateway) -> None:
     # A 09:00 class on 2030-05-20 with a 4-day window opens 2030-05-16 09:00 in Madrid.
     added = await run_prebook(env, "add", "--box", BOX, "--class-id", "7001", "--day", "2030-05-20", "--time", "09:00")
     assert added.returncode == 0, added.stderr
-    assert "2030-05-16 09:00:00 Europe/Madrid" in added.stdout
+    assert "2030-05-16 09:00 CEST (Europe/Madrid)" in added.stdout
 
     as_json = await run_prebook(
         env, "add", "--box", BOX, "--class-id", "7002", "--day", "2030-05-21", "--time", "18:30", "--json"
@@ -196,21 +196,27 @@ async def test_prebook_add_list_show_cancel(cli_gateway: CliGateway) -> None:
     assert second["execute_at"] == "2030-05-17T16:30:00Z"
     assert second["status"] == "pending"
 
+    # 1900864800123 ms is 2030-03-27 18:00:00.123 UTC, 19:00:00.123 in Madrid (CET).
+    at_instant = await run_prebook(env, "add", "--box", BOX, "--class-id", "7003", "--day", "2030-03-31", "--at", "1900864800123")
+    assert at_instant.returncode == 0, at_instant.stderr
+    assert "2030-03-27 19:00:00.123 CET (Europe/Madrid)" in at_instant.stdout
+
     listed = await run_prebook(env, "list")
     assert listed.returncode == 0, listed.stderr
-    assert "2030-05-16 09:00:00 Europe/Madrid" in listed.stdout
-    assert "2030-05-17 18:30:00 Europe/Madrid" in listed.stdout
+    assert "2030-05-16 09:00 CEST" in listed.stdout
+    assert "2030-05-17 18:30 CEST" in listed.stdout
+    assert "2030-03-27 19:00:00.123 CET" in listed.stdout
     assert second["id"] in listed.stdout
-    assert "2 of 2 prebookings" in listed.stdout
+    assert "3 of 3 prebookings" in listed.stdout
 
-    page = json.loads((await run_prebook(env, "list", "--limit", "1", "--json")).stdout)
-    assert page["total"] == 2
-    assert [item["class_id"] for item in page["items"]] == ["7001"]
+    page = json.loads((await run_prebook(env, "list", "--limit", "2", "--offset", "1", "--json")).stdout)
+    assert page["total"] == 3
+    assert [item["class_id"] for item in page["items"]] == ["7001", "7002"]
 
     shown = await run_prebook(env, "show", second["id"])
     assert shown.returncode == 0, shown.stderr
     assert "7002" in shown.stdout
-    assert "2030-05-17 18:30:00 Europe/Madrid" in shown.stdout
+    assert "2030-05-17 18:30 CEST (Europe/Madrid)" in shown.stdout
 
     cancelled = await run_prebook(env, "cancel", second["id"])
     assert cancelled.returncode == 0, cancelled.stderr

@@ -23,8 +23,6 @@ SECRET_VARIABLES = (
     "PREBOOK_QSTASH_NEXT_SIGNING_KEY",
     "PREBOOK_SESSION_ENCRYPTION_KEYS",
 )
-# Named in compose.yaml before the setting exists: the tracing work adds it to Settings.
-SETTINGS_ARRIVING_WITH_TRACING = {"PREBOOK_OTEL_EXPORTER_OTLP_ENDPOINT"}
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message} or ${NAME?message}.
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<operator>:?[-?])(?P<rest>[^}]*))?\}")
 
@@ -96,7 +94,7 @@ def test_prebook_variables_are_settings(services: dict, name: str) -> None:
     unknown = {
         variable
         for variable in _environment(services[name])
-        if variable.startswith("PREBOOK_") and variable not in fields | SETTINGS_ARRIVING_WITH_TRACING
+        if variable.startswith("PREBOOK_") and variable not in fields
     }
 
     assert unknown == set()

@@ -8,14 +8,18 @@ URL), which is how the tests find them and prove that none is left behind.
 from __future__ import annotations
 
 import fcntl
+import http.server
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +112,10 @@ def _kill_leftovers(data_dir: Path) -> None:
 def start_up(tmp_path: Path) -> Iterator:
     runs: list[UpRun] = []
 
-    def start(*options: str, ports: dict[str, int] | None = None) -> UpRun:
-        data_dir = tmp_path / f"data-{len(runs)}"
+    def start(*options: str, ports: dict[str, int] | None = None, data_dir: Path | None = None) -> UpRun:
+        # A random name, because the test finds processes by this path, and another
+        # test run on this machine can have the same temporary folder names.
+        data_dir = data_dir or tmp_path / f"data-{uuid.uuid4().hex}"
         output_path = tmp_path / f"up-{len(runs)}.out"
         chosen = ports or dict(zip(("gateway", "nats", "sim"), _free_ports(3), strict=True))
         command = [
@@ -170,8 +176,40 @@ def _wait_until(check, timeout_s: float, message: str, run: UpRun):
         time.sleep(0.2)
 
 
-def test_up_demo_books_then_stops_on_ctrl_c(start_up) -> None:
-    run = start_up("--demo", "--demo-opens-in", str(DEMO_OPENS_IN_S))
+class _OtlpHandler(http.server.BaseHTTPRequestHandler):
+    """Record the path and content type of each export, and respond as an OTLP/HTTP receiver does."""
+
+    exports: list[tuple[str, str]]
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.exports.append((self.path, self.headers.get("Content-Type", "")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """URL of an OTLP/HTTP endpoint on loopback, and the exports it received."""
+    exports: list[tuple[str, str]] = []
+    handler = type("Handler", (_OtlpHandler,), {"exports": exports})
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{LOOPBACK}:{server.server_address[1]}", exports
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_up_demo_books_and_stops(start_up, otlp_receiver) -> None:
+    otlp_url, exports = otlp_receiver
+    run = start_up("--demo", "--demo-opens-in", str(DEMO_OPENS_IN_S), "--otlp-endpoint", otlp_url)
 
     booked = _wait_until(lambda: _booked_requests(run.ports["sim"]), BOOKING_TIMEOUT_S, "no booked request on the simulator", run)
     statuses = _wait_until(
@@ -182,6 +220,8 @@ def test_up_demo_books_then_stops_on_ctrl_c(start_up) -> None:
     children = processes_of(run.data_dir)
     os.killpg(run.process.pid, signal.SIGINT)
     exit_status = run.wait_exit()
+    # The services export their spans in batches, and at the latest when they stop.
+    trace_exports = [content_type for path, content_type in exports if path == "/v1/traces"]
 
     assert len(booked) == 1
     assert statuses == ["booked"]
@@ -191,17 +231,20 @@ def test_up_demo_books_then_stops_on_ctrl_c(start_up) -> None:
     assert processes_of(run.data_dir) == {}
     for name, port in run.ports.items():
         assert port_problem(LOOPBACK, port) is None, f"{name} port {port} is still taken"
+    assert trace_exports, f"no OTLP export reached {otlp_url}"
+    assert trace_exports[0] == "application/x-protobuf"
 
 
 def test_up_stops_on_sigterm(start_up) -> None:
     run = start_up()
 
     run.wait_for_output("Prebook is running", START_TIMEOUT_S)
-    children = set(processes_of(run.data_dir)) - {run.process.pid}
+    children = {pid: command for pid, command in processes_of(run.data_dir).items() if pid != run.process.pid}
     run.process.send_signal(signal.SIGTERM)
     exit_status = run.wait_exit()
 
-    assert len(children) == 4, processes_of(run.data_dir)
+    for name in ("nats-server", "prebook.cli gateway", "prebook.cli executor", "prebook.cli scheduler"):
+        assert any(name in command for command in children.values()), f"{name} was not running: {children}"
     assert exit_status == 0, run.output()
     assert processes_of(run.data_dir) == {}
     assert "Prebook stopped" in run.output()
@@ -224,8 +267,8 @@ def test_up_reports_killed_child(start_up) -> None:
 
 
 def test_up_rejects_taken_port(start_up) -> None:
-    with socket_listening() as port:
-        gateway, nats, sim = _free_ports(3)
+    with ListeningSocket() as port:
+        _, nats, sim = _free_ports(3)
         run = start_up(ports={"gateway": port, "nats": nats, "sim": sim})
         exit_status = run.wait_exit()
 
@@ -236,13 +279,13 @@ def test_up_rejects_taken_port(start_up) -> None:
 
 
 def test_up_rejects_busy_data_dir(start_up, tmp_path: Path) -> None:
-    data_dir = tmp_path / "data-0"
+    data_dir = tmp_path / f"data-{uuid.uuid4().hex}"
     data_dir.mkdir()
     with (data_dir / "up.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         lock.write("4242")
         lock.flush()
-        run = start_up()
+        run = start_up(data_dir=data_dir)
         exit_status = run.wait_exit()
 
     assert exit_status == 2
@@ -264,10 +307,11 @@ def test_demo_seed_refuses_real_aimharder(tmp_path: Path) -> None:
     assert not database.exists()
 
 
-def test_environment_points_services_at_stack(tmp_path: Path) -> None:
+def test_child_environment_addresses(tmp_path: Path) -> None:
     plan = Plan(
         data_dir=tmp_path, host="0.0.0.0", gateway_port=8123, nats_port=4333, sim_port=8181,
         database_url="sqlite+aiosqlite:///x.db", demo=True, otlp_endpoint="http://127.0.0.1:4318",
+        otel_console=True,
     )  # fmt: skip
 
     env = service_environment(plan, "executor", base={"PREBOOK_PUBLIC_URL": "https://tunnel.example"})
@@ -280,15 +324,14 @@ def test_environment_points_services_at_stack(tmp_path: Path) -> None:
     assert env["PREBOOK_AIMHARDER_BASE_URL"] == "http://127.0.0.1:8181"
     assert env["PREBOOK_AIMHARDER_LOGIN_URL"] == "http://127.0.0.1:8181"
     assert env["PREBOOK_OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
-    assert env["PREBOOK_SERVICE_NAME"] == "executor"
+    assert env["PREBOOK_OTEL_CONSOLE"] == "true"
+    assert env["PREBOOK_SERVICE_NAME"] == "prebook-executor"
 
 
-class socket_listening:
+class ListeningSocket:
     """A TCP socket listening on a free loopback port, as another program would."""
 
     def __enter__(self) -> int:
-        import socket
-
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind((LOOPBACK, 0))
         self._socket.listen()

@@ -11,8 +11,6 @@ prebookings. A missing, malformed, unknown or revoked key gets 401 with
 from __future__ import annotations
 
 import hmac
-import logging
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -26,8 +24,6 @@ from prebook_gateway.api_errors import ApiError
 from prebook_gateway.keys import find_key, is_well_formed
 from prebook_gateway.state import GatewayState
 
-logger = logging.getLogger(__name__)
-
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
@@ -36,8 +32,6 @@ bearer_scheme = HTTPBearer(
 
 # last_used_at is written at most this often per key, so reads do not all become writes.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-# A rejection reason is logged at most once per this many seconds; repeats are counted.
-REJECTION_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -52,34 +46,9 @@ class Caller:
         return self.user_email is None
 
 
-class _RejectionLog:
-    """WARNING lines for rejected keys, at most one per reason per interval."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def record(self, reason: str, request: Request) -> None:
-        now = time.monotonic()
-        last = self._last_logged.get(reason)
-        if last is not None and now - last < self._interval_s:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-            return
-
-        suppressed = self._suppressed.pop(reason, 0)
-        self._last_logged[reason] = now
-        logger.warning(
-            "request %s %s rejected: %s (%d more like it in the last %.0f s)",
-            request.method, request.url.path, reason, suppressed, self._interval_s,
-        )
-
-
-_rejections = _RejectionLog(REJECTION_LOG_INTERVAL_S)
-
-
 def _unauthorized(request: Request, reason: str, detail: str) -> ApiError:
-    _rejections.record(reason, request)
+    state: GatewayState = request.app.state.gateway
+    state.auth_rejections.warning(reason, "request %s %s rejected: %s", request.method, request.url.path, reason)
     return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 

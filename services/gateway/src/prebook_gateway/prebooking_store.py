@@ -68,7 +68,7 @@ def box_window(box: Box) -> BookingWindow:
         raise ApiError(
             422, "no booking window",
             f"box {box.subdomain!r} has no booking window: set window_days or window_hours with "
-            f"PUT /v1/boxes/{box.subdomain}, or send execute_at",
+            f"PUT /v1/boxes/{box.subdomain}, or create the prebooking with an explicit execute_at",
             field="execute_at",
         )
     if box.window_days is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ from prebook_common.settings import Settings
 from prebook_common.signatures import QStashVerifier
 from prebook_common.streams import broker_connected
 from prebook_gateway.publishing import EventPublisher
+from prebook_gateway.throttled_log import ThrottledLog
 
 
 @dataclass
@@ -32,6 +34,10 @@ class GatewayState:
     publisher: EventPublisher
     # Current time as an aware UTC datetime; tests replace it to pin "now".
     clock: Callable[[], datetime] = field(default=utcnow)
+    # Rejected API keys, logged at most once per reason every 10 s.
+    auth_rejections: ThrottledLog = field(
+        default_factory=lambda: ThrottledLog(logging.getLogger("prebook_gateway.auth"), 10.0)
+    )
 
     def broker_connected(self) -> bool:
         return broker_connected(self.broker)
