@@ -180,13 +180,13 @@ def main() -> None:
     parser.add_argument(
         "--configurations",
         help="comma-separated BOOKINGS:RETRIES runs, each in a fresh executor, with RETRIES as "
-        "PREBOOK_TOO_EARLY_RETRIES (default 10000:0,4000:3, or 1000:0,1000:3 with --quick)",
+        "PREBOOK_TOO_EARLY_RETRIES (default 10000:0,2000:3, or 1000:0,1000:3 with --quick)",
     )
     parser.add_argument("--window", type=float, help="seconds of measurement once all are parked (default 20, 10 with --quick)")
     parser.add_argument("--database", default="postgres", choices=["postgres", "sqlite"], help="database (default postgres)")
     parser.add_argument("--nats-url", help="use this NATS server (JetStream on) instead of starting nats-server")
     arguments = parser.parse_args()
-    default_configurations = "1000:0,1000:3" if arguments.quick else "10000:0,4000:3"
+    default_configurations = "1000:0,1000:3" if arguments.quick else "10000:0,2000:3"
     configurations = parse_configurations(arguments.configurations or default_configurations)
     window_s = arguments.window or (10.0 if arguments.quick else 20.0)
 
