@@ -15,6 +15,7 @@ from faststream.nats import NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.api import ConsumerConfig
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from prebook_common import telemetry
@@ -67,7 +68,9 @@ class Executor:
             claims,
             self.sessions,
             Firer(settings, self.clock, self.http),
-            CompletionWriter(settings, claims, self.broker),
+            CompletionWriter(
+                settings, claims, self.broker, (tracer_provider or trace.get_tracer_provider()).get_tracer(telemetry.TRACER_NAME)
+            ),
         )
 
         @self.broker.subscriber(

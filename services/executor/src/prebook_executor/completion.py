@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from faststream.nats import NatsBroker
+from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 
 from prebook_common.errors import PublishError
@@ -22,8 +23,9 @@ logger = logging.getLogger(__name__)
 
 
 class CompletionWriter:
-    def __init__(self, settings: Settings, claims: ClaimStore, broker: NatsBroker) -> None:
+    def __init__(self, settings: Settings, claims: ClaimStore, broker: NatsBroker, tracer: trace.Tracer) -> None:
         self._settings = settings
+        self._tracer = tracer
         self._claims = claims
         self._broker = broker
 
@@ -38,7 +40,7 @@ class CompletionWriter:
         if not stored:
             logger.warning("prebooking %s: outcome %s not stored, the row moved on meanwhile", prebooking_id, outcome.status)
 
-        trace_id = timeline.record_spans(outcome)
+        trace_id = timeline.record_spans(outcome, self._tracer)
         logger.info(
             "prebooking %s %s: bookState %s, booking id %s, fire latency %s us, response %s ms, attempts %d%s; %s; trace %s",
             prebooking_id, outcome.status, outcome.book_state, outcome.booking_id, outcome.fire_latency_us,

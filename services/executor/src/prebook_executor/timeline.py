@@ -45,9 +45,8 @@ class Timeline:
         self.fire = result
         self.answered_ns = time.time_ns()
 
-    def record_spans(self, outcome: Outcome) -> str | None:
-        """Create the booking's spans and return its trace id (hex), or None when not traced."""
-        tracer = telemetry.get_tracer()
+    def record_spans(self, outcome: Outcome, tracer: trace.Tracer) -> str | None:
+        """Create the booking's spans with ``tracer`` and return its trace id (hex), or None when not traced."""
         prebooking_id = str(self.event.prebooking_id)
         end_ns = time.time_ns()
 

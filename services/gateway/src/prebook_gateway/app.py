@@ -10,7 +10,11 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 
+from prebook_common import telemetry
 from prebook_common.crypto import SecretBox
 from prebook_common.db import create_engine, session_factory
 from prebook_common.migrate import upgrade
@@ -28,7 +32,12 @@ from prebook_gateway.state import GatewayState
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
     """Build the gateway. ``clock`` returns the current UTC time; tests may pin it."""
     settings = settings or get_settings()
 
@@ -37,9 +46,10 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         engine = create_engine(settings.database_url)
         await upgrade(engine)
 
-        broker = create_broker(settings)
+        broker = create_broker(settings, middlewares=telemetry.nats_middlewares(tracer_provider))
         publisher = EventPublisher(broker, settings, lambda: broker_connected(broker))
         aimharder_http = create_http_client(settings.aimharder_timeout_s, settings.connect_timeout_s)
+        telemetry.instrument_httpx(aimharder_http, tracer_provider)
         app.state.gateway = GatewayState(
             settings=settings,
             broker=broker,
@@ -79,6 +89,9 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], datetime
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer_provider or trace.get_tracer_provider(), excluded_urls="/healthz,/readyz"
+    )
     app.include_router(health.router)
     app.include_router(callback.router)
     app.include_router(users.router)

@@ -30,6 +30,9 @@ from prebook_common.db import create_engine
 from prebook_common.events import Event, PrebookingCancelled, PrebookingCreated, PrebookingRescheduled
 from prebook_common.migrate import upgrade
 from prebook_common.settings import Settings
+from opentelemetry.sdk.trace import TracerProvider
+
+from prebook_common import telemetry
 from prebook_common.streams import connect_with_retry, create_broker, jstream
 from prebook_scheduler.backends import BackendUnavailable, DeliveryBackend
 from prebook_scheduler.backends.local import LocalBackend
@@ -60,9 +63,9 @@ class Scheduler:
     stored before a switch to QStash are still delivered.
     """
 
-    def __init__(self, settings: Settings, *, owner: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, owner: str | None = None, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
-        self.broker: NatsBroker = create_broker(settings)
+        self.broker: NatsBroker = create_broker(settings, middlewares=telemetry.nats_middlewares(tracer_provider))
         self.engine = create_engine(settings.database_url)
 
         self.backends: dict[str, DeliveryBackend] = {LocalBackend.name: LocalBackend()}
@@ -72,6 +75,7 @@ class Scheduler:
 
         leases = LeaseStore(self.engine, owner or new_owner(socket.gethostname(), os.getpid()), settings.scheduler_lease_s)
         self.delivery = LocalDelivery(settings, leases)
+        telemetry.instrument_httpx(self.delivery.http, tracer_provider)
         self.handler = ScheduleHandler(
             settings, ScheduleStore(self.engine), self.backend, self.backends, on_scheduled=self.delivery.wake
         )

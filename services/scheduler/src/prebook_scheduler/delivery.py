@@ -69,7 +69,7 @@ class LocalDelivery:
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._url = settings.local_delivery_url or settings.callback_url
-        self._http = httpx.AsyncClient(timeout=min(DELIVERY_TIMEOUT_S, settings.scheduler_lease_s / 2))
+        self.http = httpx.AsyncClient(timeout=min(DELIVERY_TIMEOUT_S, settings.scheduler_lease_s / 2))
         self._woken = asyncio.Event()
         self._wake_ups: list[datetime] = []
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -96,7 +96,7 @@ class LocalDelivery:
         if self._in_flight:
             logger.info("local delivery stopping: waiting for %d deliveries in flight", len(self._in_flight))
             await asyncio.gather(*self._in_flight, return_exceptions=True)
-        await self._http.aclose()
+        await self.http.aclose()
 
     async def _run(self) -> None:
         poll_s = self._settings.scheduler_poll_interval_s
@@ -196,7 +196,7 @@ class LocalDelivery:
         )
 
         try:
-            response = await self._http.post(self._url, content=body, headers=headers)
+            response = await self.http.post(self._url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             await self._retry_or_fail(schedule, f"POST {self._url} failed: {type(exc).__name__}: {exc}")
             return

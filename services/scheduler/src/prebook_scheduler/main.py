@@ -7,6 +7,7 @@ import signal
 
 from prebook_common.log import setup_logging
 from prebook_common.settings import Settings, get_settings
+from prebook_common.telemetry import setup_tracing
 from prebook_scheduler.app import Scheduler
 
 
@@ -18,7 +19,8 @@ def serve() -> None:
 
 async def run(settings: Settings) -> None:
     """Run the scheduler until SIGINT or SIGTERM."""
-    scheduler = Scheduler(settings)
+    provider = setup_tracing(settings, "prebook-scheduler")
+    scheduler = Scheduler(settings, tracer_provider=provider)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -29,3 +31,4 @@ async def run(settings: Settings) -> None:
         await stop.wait()
     finally:
         await scheduler.stop()
+        provider.shutdown()
