@@ -8,8 +8,9 @@ import sys
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
-# Libraries whose DEBUG output drowns ours and can include request headers.
-QUIET_LOGGERS = ("httpx", "httpcore", "asyncio", "aiosqlite", "sqlalchemy.engine", "nats", "alembic")
+# Libraries whose DEBUG output drowns ours and can include request headers, and
+# FastStream's broker logger, which logs every message and task restart at INFO.
+QUIET_LOGGERS = ("httpx", "httpcore", "asyncio", "aiosqlite", "sqlalchemy.engine", "nats", "alembic", "prebook.faststream")
 
 
 def setup_logging(level: str | int = "INFO") -> None:

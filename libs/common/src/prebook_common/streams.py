@@ -17,6 +17,8 @@ from prebook_common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+FASTSTREAM_LOGGER = "prebook.faststream"
+
 
 def stream_config(settings: Settings) -> StreamConfig:
     return StreamConfig(
@@ -57,8 +59,8 @@ def create_broker(settings: Settings, **kwargs) -> NatsBroker:
     errors = _ConnectionErrorLog(settings.nats_url)
     return NatsBroker(
         settings.nats_url,
-        # FastStream's per-message "Received"/"Processed" lines go through our handler at DEBUG.
-        logger=logging.getLogger("faststream"),
+        # Not the "faststream" logger, which carries FastStream's own coloured handler.
+        logger=logging.getLogger(FASTSTREAM_LOGGER),
         log_level=logging.DEBUG,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
