@@ -53,6 +53,8 @@ __all__ = ["Plan", "app", "find_nats_server", "run"]
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+# Signals this close together count as one Ctrl-C.
+REPEATED_SIGNAL_WINDOW_S = 1.0
 PROBE_INTERVAL_S = 0.1
 LOOPBACK = "127.0.0.1"
 # Children run the `prebook` command line of this Python environment, not one found on PATH.
@@ -262,6 +264,7 @@ class Stack:
         self.console = console
         self.stop_requested = asyncio.Event()
         self.kill_requested = asyncio.Event()
+        self._first_signal_at = 0.0
 
     def say(self, message: str, style: str = "") -> None:
         stamp = datetime.now().strftime("%H:%M:%S")
@@ -303,9 +306,14 @@ class Stack:
         return 1
 
     def _on_signal(self) -> None:
-        if self.stop_requested.is_set():
-            # A second Ctrl-C while stopping: skip the wait and kill what is left.
+        now = time.monotonic()
+        # A second Ctrl-C while stopping skips the wait and kills what is left. A signal
+        # within a second of the first is the same Ctrl-C delivered twice, as `uv run`
+        # forwards SIGINT to a process group that already received it.
+        if self.stop_requested.is_set() and now - self._first_signal_at > REPEATED_SIGNAL_WINDOW_S:
             self.kill_requested.set()
+        if not self.stop_requested.is_set():
+            self._first_signal_at = now
         self.stop_requested.set()
 
     async def _start_and_watch(self) -> ChildFailure | None:

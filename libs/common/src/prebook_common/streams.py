@@ -57,7 +57,7 @@ def create_broker(settings: Settings, **kwargs) -> NatsBroker:
     so connection failures reach the log only through the callbacks set here.
     """
     errors = _ConnectionErrorLog(settings.nats_url)
-    return NatsBroker(
+    broker = NatsBroker(
         settings.nats_url,
         # Not the "faststream" logger, which carries FastStream's own coloured handler.
         logger=logging.getLogger(FASTSTREAM_LOGGER),
@@ -70,6 +70,8 @@ def create_broker(settings: Settings, **kwargs) -> NatsBroker:
         reconnected_cb=errors.on_reconnected,
         **kwargs,
     )
+    errors.broker = broker
+    return broker
 
 
 class _ConnectionErrorLog:
@@ -80,6 +82,7 @@ class _ConnectionErrorLog:
     def __init__(self, nats_url: str) -> None:
         self._url = nats_url
         self._streak = 0
+        self.broker: NatsBroker | None = None
 
     async def on_error(self, error: Exception) -> None:
         self._streak += 1
@@ -87,7 +90,17 @@ class _ConnectionErrorLog:
             logger.warning("NATS at %s: %s: %s (error %d in a row)", self._url, type(error).__name__, error, self._streak)
 
     async def on_disconnected(self) -> None:
+        if self._stopping():
+            logger.debug("disconnected from NATS at %s on shutdown", self._url)
+            return
         logger.warning("disconnected from NATS at %s; reconnecting", self._url)
+
+    def _stopping(self) -> bool:
+        try:
+            connection = self.broker.connection if self.broker is not None else None
+        except IncorrectState:
+            return True
+        return connection is not None and (connection.is_closed or connection.is_draining)
 
     async def on_reconnected(self) -> None:
         self._streak = 0
