@@ -99,14 +99,6 @@ class QStashVerifier:
         )
 
     def _decode(self, signature: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(signature)
-        except jwt.InvalidTokenError as exc:
-            raise SignatureError("malformed", "Upstash-Signature is not a well-formed JWT") from exc
-
-        if header.get("alg") != ALGORITHM:
-            raise SignatureError("algorithm", f"signature algorithm {header.get('alg')!r} is not {ALGORITHM}")
-
         # Try the current key first, then the next one, so a key rotation in the QStash
         # console does not reject deliveries signed with the new key.
         last_error: jwt.InvalidSignatureError | None = None
@@ -122,6 +114,10 @@ class QStashVerifier:
                 )
             except jwt.InvalidSignatureError as exc:
                 last_error = exc
+            except jwt.InvalidAlgorithmError as exc:
+                raise SignatureError(
+                    "algorithm", f"signature algorithm {_algorithm_of(signature)!r} is not {ALGORITHM}"
+                ) from exc
             except jwt.ExpiredSignatureError as exc:
                 raise SignatureError("expired", "signature has expired") from exc
             except jwt.ImmatureSignatureError as exc:
@@ -130,9 +126,19 @@ class QStashVerifier:
                 raise SignatureError("issuer", f"signature issuer is not {ISSUER!r}") from exc
             except jwt.MissingRequiredClaimError as exc:
                 raise SignatureError("malformed", f"signature lacks the {exc.claim!r} claim") from exc
+            except jwt.DecodeError as exc:
+                raise SignatureError("malformed", "Upstash-Signature is not a well-formed JWT") from exc
             except jwt.InvalidTokenError as exc:
                 raise SignatureError("malformed", f"signature is invalid: {exc}") from exc
 
         raise SignatureError(
             "key", "signature was not made with the current or the next QStash signing key"
         ) from last_error
+
+
+def _algorithm_of(signature: str) -> object:
+    # Read only to name the algorithm in an error, after PyJWT rejected it.
+    try:
+        return jwt.get_unverified_header(signature).get("alg")
+    except jwt.InvalidTokenError:
+        return None
