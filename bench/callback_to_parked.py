@@ -5,8 +5,9 @@ a nats-server started here unless ``--nats-url`` is given, and a SQLite file or 
 fresh Postgres database. N prebookings are stored, then one signed callback per
 prebooking is sent, first paced (one at a time) and then in a burst (all at once). The
 executor's INFO line ``prebooking <id> parked: fires in F ms (received R, loaded in L
-ms, staged in S ms)`` gives the times: R is the gateway's ``time.time_ns()`` when the
-callback route started, and the parked instant is the target minus F.
+ms, staged in S ms)`` gives the times. R is the gateway's ``time.time_ns()`` when the
+callback route started, and the parked instant is the target minus F. L runs from the
+handler's start to the loaded session, and S from there to parked.
 
 Run: ``uv run python bench/callback_to_parked.py [--quick]``.
 """
@@ -57,6 +58,7 @@ class Phase:
     ids: list[uuid.UUID]
     statuses: list[int] = field(default_factory=list)
     total_ms: list[float] = field(default_factory=list)
+    to_handler_ms: list[float] = field(default_factory=list)
     loaded_ms: list[float] = field(default_factory=list)
     staged_ms: list[float] = field(default_factory=list)
 
@@ -161,7 +163,9 @@ async def run_backend(database: str, arguments: argparse.Namespace, paced_count:
             for prebooking_id in phase.ids:
                 match = parked[str(prebooking_id)]
                 parked_ns = target_ns - float(match["fires_ms"]) * 1e6
-                phase.total_ms.append((parked_ns - int(match["received_ns"])) / 1e6)
+                total_ms = (parked_ns - int(match["received_ns"])) / 1e6
+                phase.total_ms.append(total_ms)
+                phase.to_handler_ms.append(total_ms - float(match["loaded_ms"]) - float(match["staged_ms"]))
                 phase.loaded_ms.append(float(match["loaded_ms"]))
                 phase.staged_ms.append(float(match["staged_ms"]))
 
@@ -193,6 +197,7 @@ def main() -> None:
         for phase in result["phases"]:
             accepted = sum(status == 202 for status in phase.statuses)
             total = summarize(phase.total_ms)
+            to_handler = summarize(phase.to_handler_ms)
             loaded = summarize(phase.loaded_ms)
             staged = summarize(phase.staged_ms)
             rows.append(
@@ -201,6 +206,7 @@ def main() -> None:
                     phase.name,
                     f"{accepted}/{len(phase.ids)}",
                     *total.cells(1, 1),
+                    f"{to_handler.p50:.1f} / {to_handler.p99:.1f}",
                     f"{loaded.p50:.1f} / {loaded.p99:.1f}",
                     f"{staged.p50:.1f} / {staged.p99:.1f}",
                 ]
@@ -225,21 +231,24 @@ Real processes: the simulator, the gateway and the executor (`python -m prebook.
 INFO logging), a nats-server started by the benchmark, and a SQLite file or a fresh
 Postgres database (127.0.0.1:5432). After {WARM_UP_COUNT} warm-up callbacks, reported apart,
 {paced_count} prebookings get their callback paced, one every {PACED_INTERVAL_S * 1000:g} ms, and
-then {burst_count} more get theirs in one burst (all sent at once over warm connections). The time is the executor's parked instant
-minus the gateway's receive instant, both read from the executor's INFO line
-`prebooking <id> parked: fires in F ms (received R, loaded in L ms, staged in S ms)`:
-R is `time.time_ns()` when the callback route started, and parked = target - F, so a
-value is exact to 0.05 ms. "received → handler" (L) covers the signature and token
-checks, the publish to JetStream and the pull by the executor; "handler → parked" (S)
-covers the database reads, the claim, the session, staging the connections (1 + 3
-spares) and the move to `firing`. All bookings then fire at one instant.
+then {burst_count} more get theirs in one burst (all sent at once over warm connections).
+The time is the executor's parked instant minus the gateway's receive instant. Both come
+from the executor's INFO line
+`prebooking <id> parked: fires in F ms (received R, loaded in L ms, staged in S ms)`.
+In it, R is `time.time_ns()` when the callback route started, and parked = target - F,
+so a value is exact to 0.05 ms. The total splits into three parts. "Received → handler" is
+the total minus L and S: the gateway's checks (signature, token, the prebooking's row),
+the publish to JetStream and the pull by the executor. "Handler → loaded" (L) is the
+executor's database reads, the claim and the session. "Loaded → parked" (S) is staging
+the connections (1 + 3 spares) and the move to `firing`. All bookings then fire at one
+instant.
 
 {machine.markdown()}
 - Command: `{command_line()}` ({elapsed_s:.0f} s)
 
 {markdown_table(
     ["database", "callbacks", "202 / sent", "p50 ms", "p90 ms", "p99 ms", "max ms",
-     "received → handler p50 / p99 ms", "handler → parked p50 / p99 ms"],
+     "received → handler p50 / p99 ms", "handler → loaded p50 / p99 ms", "loaded → parked p50 / p99 ms"],
     rows,
 )}
 

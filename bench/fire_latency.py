@@ -79,7 +79,7 @@ METHOD_LABELS = {
 
 @dataclass
 class Fired:
-    """What one method reports for one round: each booking's parsed response and send time."""
+    """One method's results for one round: each booking's parsed response and send time."""
 
     answers: list[BookAnswer]
     sent_ns: list[int | None]
@@ -377,13 +377,13 @@ Latency is the simulator's kernel receive stamp of the segment that completed a 
 request, minus the target instant. The simulator is a separate process
 (`python -m prebook_simulator`), and each round's class opens exactly at the target, so
 the simulator books a request only if it arrived at or after the target. The three
-methods take turns round by round in one process: **staged** is `stage_request` plus one
-`FireClock` instant (sleep until the guard window of {settings.guard_ms:g} ms, spin, then
-write the final bytes back to back); **Firer** is the executor's `Firer.stage` and
+methods take turns round by round in one process. **Staged** is `stage_request` plus one
+`FireClock` instant: sleep until the guard window of {settings.guard_ms:g} ms, spin, then
+write the final bytes back to back. **Firer** is the executor's `Firer.stage` and
 `Firer.fire` on a request from `build_book_request`, with the default
-{settings.too_early_retries} spare connections per booking; **naive** is
-`asyncio.sleep` until the target, then a POST on an `httpx.AsyncClient` whose pool
-already has one open connection per booking. A round resets the simulator, stages or
+{settings.too_early_retries} spare connections per booking. **Naive** is `asyncio.sleep`
+until the target, then a POST on an `httpx.AsyncClient` whose pool already has one open
+connection per booking. A round resets the simulator, stages or
 warms the connections, creates the class {MARGIN_MS} ms before the target and fires.
 Every percentile pools all bookings of all rounds. "µs per extra booking" is the median
 over rounds of (last arrival - first arrival) / (bookings - 1).

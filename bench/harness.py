@@ -140,10 +140,10 @@ def command_line() -> str:
     """Return the command that ran this benchmark, as a user would type it in the repository."""
     script = Path(sys.argv[0]).resolve()
     try:
-        shown = script.relative_to(ROOT)
+        display_path = script.relative_to(ROOT)
     except ValueError:
-        shown = script
-    return shlex.join(["uv", "run", "python", str(shown), *sys.argv[1:]])
+        display_path = script
+    return shlex.join(["uv", "run", "python", str(display_path), *sys.argv[1:]])
 
 
 def write_section(name: str, markdown: str) -> None:
@@ -163,29 +163,34 @@ def write_section(name: str, markdown: str) -> None:
     print(f"Updated the {name} section of {DOC_PATH.relative_to(ROOT)}")
 
 
-def raise_fd_limit(wanted: int) -> int:
-    """Raise this process's open-file limit toward ``wanted`` and return the soft limit reached.
+def raise_fd_limit(requested: int) -> int:
+    """Raise this process's open-file limit toward ``requested`` and return the soft limit reached.
 
     Child processes inherit the limit, so call this before starting servers with many
     connections. Raising the hard limit needs CAP_SYS_RESOURCE. Without it the soft
-    limit stops at the hard one, and the result is below ``wanted``.
+    limit stops at the hard one, and the result is below ``requested``.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= wanted:
+    if soft >= requested:
         return soft
-    if hard != resource.RLIM_INFINITY and hard < wanted:
+    if hard != resource.RLIM_INFINITY and hard < requested:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
-            return wanted
+            resource.setrlimit(resource.RLIMIT_NOFILE, (requested, requested))
+            return requested
         except (ValueError, OSError):
-            wanted = hard
-    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    return wanted
+            requested = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (requested, hard))
+    return requested
 
 
 def log_dir(name: str) -> Path:
-    """Return a new directory for the logs of one run's child processes."""
-    return Path(tempfile.mkdtemp(prefix=f"prebook-bench-{name}-"))
+    """Create and print a new directory for the logs of one run's child processes, and return it.
+
+    The directory is kept after the run, so the logs can be read when a number looks wrong.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"prebook-bench-{name}-"))
+    print(f"Logs of the child processes: {path}")
+    return path
 
 
 async def start_simulator(logs: Path, *, env: dict[str, str] | None = None) -> tuple[ServiceProcess, str]:

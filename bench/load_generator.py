@@ -1,11 +1,11 @@
 """Load generator for the QStash callback, run as its own process by callback_throughput.py.
 
-It signs ``--count`` distinct callbacks first (each a new prebooking id and executeAt,
-signed as QStash signs), prints ``sending``, then sends them over ``--connections``
+It signs one callback for each prebooking listed in the ``--prebookings`` JSON file
+(pairs of id and executeAt), as QStash signs, prints ``sending``, then sends them over ``--connections``
 keep-alive HTTP/1.1 connections as fast as the gateway responds. The requests are
 pre-built bytes and the responses are parsed by hand, so the generator spends little
-CPU per request. When all are answered it prints ``done`` and writes a JSON report to
-``--out``.
+CPU per request. When every request has its response, it prints ``done`` and writes a
+JSON report to ``--out``.
 
 The signing key and the token secret come from the environment, as the gateway reads
 them: PREBOOK_QSTASH_CURRENT_SIGNING_KEY and PREBOOK_TOKEN_SECRET.
@@ -34,11 +34,10 @@ def build_requests(args: argparse.Namespace) -> list[tuple[str, bytes]]:
     host = urlsplit(args.url).netloc
     signing_key = os.environ["PREBOOK_QSTASH_CURRENT_SIGNING_KEY"]
     token_secret = os.environ["PREBOOK_TOKEN_SECRET"]
-    execute_at_ms = time.time_ns() // 1_000_000 + 3_600_000
+    with open(args.prebookings) as listing:
+        prebookings = json.load(listing)
     requests = []
-    for index in range(args.count):
-        prebooking_id = str(uuid.uuid4())
-        execute_at = execute_at_ms + index
+    for prebooking_id, execute_at in prebookings:
         body = json.dumps(
             {
                 "prebookingId": prebooking_id,
@@ -133,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Send signed QStash callbacks to a Prebook gateway.")
     parser.add_argument("--url", required=True, help="gateway base URL, such as http://127.0.0.1:8000")
     parser.add_argument("--callback-url", required=True, help="URL the signatures are made for (the gateway's public callback URL)")
-    parser.add_argument("--count", type=int, required=True, help="number of callbacks, each for a new prebooking")
+    parser.add_argument("--prebookings", required=True, help="JSON file with a [prebooking id, executeAt ms] pair per callback")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections used at once (default 32)")
     parser.add_argument("--out", required=True, help="path of the JSON report")
     args = parser.parse_args()
