@@ -131,6 +131,7 @@ def gateway_settings(nats_url: str, database_url: str, names: NatsNames, aimhard
         "admin_api_key": ADMIN_KEY,
         "session_encryption_keys": ENCRYPTION_KEY,
         "aimharder_base_url": aimharder_url,
+        "aimharder_login_url": aimharder_url,
         "aimharder_timeout_s": 5.0,
         **overrides,
     }

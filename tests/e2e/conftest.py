@@ -32,6 +32,7 @@ async def stack(service_env: dict[str, str], service_processes: ServiceProcesses
         "PREBOOK_GATEWAY_PORT": str(gateway_port),
         "PREBOOK_PUBLIC_URL": gateway_url,
         "PREBOOK_AIMHARDER_BASE_URL": sim_url,
+        "PREBOOK_AIMHARDER_LOGIN_URL": sim_url,
     }
     sim = service_processes.start("sim", [*PREBOOK, "sim", "--port", str(sim_port)], env=env)
     gateway = service_processes.start("gateway", [*PREBOOK, "gateway"], env=env)

@@ -136,6 +136,20 @@ class Prebooking(SQLModel, table=True):
         return datetime_to_ms(self.execute_at)
 
 
+class ExecutorLease(SQLModel, table=True):
+    """An executor's lease: while it runs, no other executor takes over that executor's claims.
+
+    The executor renews ``expires_at`` every third of PREBOOK_EXECUTOR_LEASE_S. A claim
+    (``Prebooking.claimed_by``) whose executor has no live lease may be taken over by
+    a redelivery of the message that made it.
+    """
+
+    __tablename__ = "executor_lease"
+
+    executor_id: str = Field(primary_key=True, max_length=200)
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
 class AimharderSession(SQLModel, table=True):
     __tablename__ = "aimharder_session"
 

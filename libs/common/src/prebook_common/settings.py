@@ -68,7 +68,17 @@ class Settings(BaseSettings):
         description="Base URL that QStash calls; the signature's sub must match it exactly.",
     )
     qstash_clock_tolerance_s: int = Field(default=5, ge=0)
-    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    max_body_bytes: int = Field(
+        default=64 * 1024, gt=0, description="Largest request body the gateway reads, on every route; larger gets 413."
+    )
+    max_callbacks_in_flight: int = Field(
+        default=128,
+        gt=0,
+        description=(
+            "QStash callbacks the gateway handles at once; more get 503 with Retry-After at once, so an "
+            "overload sheds callbacks instead of making every callback late."
+        ),
+    )
 
     # AimHarder.
     aimharder_base_url: str = Field(
@@ -131,10 +141,33 @@ class Settings(BaseSettings):
         description="After a logout at fire time, log in again and fire once more only until this long after the target.",
     )
 
-    # Executor's JetStream consumer.
+    # Executor's JetStream consumer, and the hand-over of bookings between executors.
     executor_durable: str = "executor"
-    ack_wait_s: float = Field(default=30.0, gt=0)
+    ack_wait_s: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "JetStream redelivers a prepare event this long after its holder's last in-progress ack, which "
+            "the holder sends every third of it; a shorter wait hands a crashed executor's bookings over sooner."
+        ),
+    )
     executor_max_parked: int = Field(default=10_000, gt=0)
+    executor_lease_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "An executor renews its lease in the database every third of this; another executor takes over "
+            "its claims only after the lease ran out. Keep it under two thirds of PREBOOK_ACK_WAIT_S."
+        ),
+    )
+    executor_handback_margin_s: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "On shutdown, parked bookings whose target is further away than this are handed back to other "
+            "executors; nearer ones are fired before the executor exits."
+        ),
+    )
 
     @field_validator("qstash_token", "admin_api_key", "local_delivery_url", "otel_exporter_otlp_endpoint", mode="before")
     @classmethod

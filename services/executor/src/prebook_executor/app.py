@@ -1,5 +1,11 @@
 """The executor's FastStream application: one durable pull consumer on prepare events,
-and the background task that refreshes AimHarder sessions."""
+the executor's lease in the database, and the background task that refreshes AimHarder
+sessions.
+
+On stop, the executor fetches no more events, hands parked bookings that are due later
+than PREBOOK_EXECUTOR_HANDBACK_MARGIN_S back to JetStream for another executor, fires
+the rest, and then exits.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from prebook_executor.completion import CompletionWriter
 from prebook_executor.consumer import PrepareHandler
 from prebook_executor.fire_clock import FireClock
 from prebook_executor.firing import Firer
+from prebook_executor.leases import LeaseKeeper
 from prebook_executor.session_locks import SessionLocks
 from prebook_executor.sessions import SessionKeeper
 
@@ -55,7 +62,9 @@ class Executor:
         self.http = httpx.AsyncClient(timeout=settings.aimharder_timeout_s)
         telemetry.instrument_httpx(self.http, tracer_provider)
         self.clock = FireClock(guard_ns=round(settings.guard_ms * 1_000_000))
-        claims = ClaimStore(self.engine, executor_id())
+        self.executor_id = executor_id()
+        claims = ClaimStore(self.engine, self.executor_id)
+        self.lease = LeaseKeeper(self.engine, self.executor_id, settings.executor_lease_s)
         self.sessions = SessionKeeper(
             settings,
             SessionRepository(self.engine, SecretBox(settings.session_encryption_keys.get_secret_value())),
@@ -73,7 +82,7 @@ class Executor:
             ),
         )
 
-        @self.broker.subscriber(
+        self.subscriber = self.broker.subscriber(
             settings.subject("prepare"),
             stream=jstream(settings),
             durable=settings.executor_durable,
@@ -85,11 +94,14 @@ class Executor:
             max_workers=PREPARE_WORKERS,
             ack_policy=AckPolicy.MANUAL,
         )
+
+        @self.subscriber
         async def on_prepare(event: PrebookingPrepare, message: NatsMessage) -> None:
             await self.handler(event, message)
 
     async def start(self) -> None:
         await upgrade(self.engine)
+        await self.lease.start()
         await connect_with_retry(self.broker, self.settings)
         await self.broker.start()
         if self.settings.session_refresher_enabled:
@@ -97,22 +109,35 @@ class Executor:
         else:
             logger.info("session refresher disabled by PREBOOK_SESSION_REFRESHER_ENABLED=false")
         logger.info(
-            "executor started: consuming %s as durable %s (lead %.1f s, guard %.1f ms, fire offset %.1f ms)",
-            self.settings.subject("prepare"), self.settings.executor_durable,
-            self.settings.lead_s, self.settings.guard_ms, self.settings.fire_offset_ms,
+            "executor started: consuming %s as durable %s with executor id %s (lead %.1f s, guard %.1f ms, "
+            "fire offset %.1f ms, ack wait %.1f s)",
+            self.settings.subject("prepare"), self.settings.executor_durable, self.executor_id,
+            self.settings.lead_s, self.settings.guard_ms, self.settings.fire_offset_ms, self.settings.ack_wait_s,
         )
 
     async def stop(self) -> None:
+        # 1. Take no more events. Events fetched but not yet handled are redelivered
+        # by JetStream after PREBOOK_ACK_WAIT_S.
+        logger.info("executor stopping: fetching no more prepare events")
+        self.handler.stop_taking()
+        await self.subscriber.stop()
+        await self.handler.wait_prepared()
+
+        # 2. Hand back what another executor has time to prepare; fire the rest here.
+        margin_s = self.settings.executor_handback_margin_s
+        handed_back, staying = await self.handler.hand_back(margin_s)
+        logger.info(
+            "executor stopping: handed back %d parked bookings to other executors; firing %d due within %.1f s "
+            "(PREBOOK_EXECUTOR_HANDBACK_MARGIN_S) before exiting",
+            handed_back, staying, margin_s,
+        )
+        await self.handler.wait_parked()
+
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        parked = list(self.handler.parked)
-        if parked:
-            # NOTE: parked bookings are waited for, not handed back; a shutdown seconds
-            # before a busy opening delays the stop until those bookings have fired.
-            logger.info("executor stopping: waiting for %d parked bookings to finish", len(parked))
-            await asyncio.gather(*parked, return_exceptions=True)
+        await self.lease.stop()
         await self.broker.stop()
         await self.http.aclose()
         await self.engine.dispose()

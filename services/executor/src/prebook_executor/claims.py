@@ -2,6 +2,10 @@
 
 Each change is one conditional UPDATE on the statuses that may precede it, so a
 duplicate delivery or a second executor finds nothing to update and skips.
+
+A claim is taken over only by a redelivery of the message that made it (the same
+stream sequence in ``claim_seq``), and only when the claiming executor holds no live
+lease (``leases.py``) or gave the claim back with ``release``.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, exists, or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from prebook_common.db import session_factory
-from prebook_common.models import Prebooking, PrebookingStatus, allowed_sources, ns_to_datetime, utcnow
+from prebook_common.models import ExecutorLease, Prebooking, PrebookingStatus, allowed_sources, ns_to_datetime, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +54,32 @@ class ClaimStore:
 
         A pending or scheduled prebooking is claimed. One that is already prepared or
         firing is taken over only by a redelivery of the very message that claimed it
-        (same stream sequence), which happens when the executor holding it died.
+        (same stream sequence). The executor holding it must also have no live lease,
+        because it died or stopped, or it must have released the claim.
         """
+        now = utcnow()
+        holder_alive = exists().where(
+            ExecutorLease.executor_id == Prebooking.claimed_by,
+            ExecutorLease.expires_at > now,
+        )
         statement = (
             update(Prebooking)
             .where(
                 Prebooking.id == prebooking_id,
                 or_(
                     Prebooking.status.in_(allowed_sources(PrebookingStatus.PREPARED)),
-                    and_(Prebooking.status.in_(TAKEOVER_STATUSES), Prebooking.claim_seq == stream_seq),
+                    and_(
+                        Prebooking.status.in_(TAKEOVER_STATUSES),
+                        Prebooking.claim_seq == stream_seq,
+                        ~holder_alive,
+                    ),
                 ),
             )
             .values(
                 status=PrebookingStatus.PREPARED,
                 claim_seq=stream_seq,
                 claimed_by=self._executor_id,
-                updated_at=utcnow(),
+                updated_at=now,
             )
             .returning(Prebooking)
         )
@@ -74,6 +88,27 @@ class ClaimStore:
             row = result.scalars().first()
             await session.commit()
             return row
+
+    async def release(self, prebooking_id: UUID, stream_seq: int) -> bool:
+        """Give up this executor's claim, so a redelivery of its message may take it over at once.
+
+        The status stays ``prepared`` or ``firing``, because statuses only move forward.
+        Returns False when the claim is no longer this executor's.
+        """
+        statement = (
+            update(Prebooking)
+            .where(
+                Prebooking.id == prebooking_id,
+                Prebooking.status.in_(TAKEOVER_STATUSES),
+                Prebooking.claim_seq == stream_seq,
+                Prebooking.claimed_by == self._executor_id,
+            )
+            .values(claimed_by=None, updated_at=utcnow())
+        )
+        async with self._sessions() as session:
+            result = await session.exec(statement)
+            await session.commit()
+        return result.rowcount == 1
 
     async def mark_firing(self, prebooking_id: UUID) -> bool:
         """Move a claimed prebooking to ``firing``; False when it was cancelled meanwhile."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 from prebook_common.log import setup_logging
 from prebook_common.settings import Settings, get_settings
 from prebook_common.telemetry import setup_tracing
 from prebook_executor.app import Executor
+
+logger = logging.getLogger(__name__)
 
 
 def serve() -> None:
@@ -24,7 +27,7 @@ async def run(settings: Settings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, _request_stop, stop, signum)
 
     await executor.start()
     try:
@@ -32,3 +35,11 @@ async def run(settings: Settings) -> None:
     finally:
         await executor.stop()
         provider.shutdown()
+
+
+def _request_stop(stop: asyncio.Event, signum: signal.Signals) -> None:
+    if stop.is_set():
+        logger.info("%s received again; the executor is already stopping", signal.Signals(signum).name)
+        return
+    logger.info("%s received: stopping the executor", signal.Signals(signum).name)
+    stop.set()

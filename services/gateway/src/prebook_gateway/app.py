@@ -22,7 +22,7 @@ from prebook_common.models import utcnow
 from prebook_common.settings import Settings, get_settings
 from prebook_common.signatures import QStashVerifier
 from prebook_common.streams import broker_connected, connect_with_retry, create_broker, ensure_stream
-from prebook_gateway import callback, health
+from prebook_gateway import body_limit, callback, health
 from prebook_gateway.aimharder_client import create_http_client
 from prebook_gateway.api_errors import install_error_handlers
 from prebook_gateway.publishing import EventPublisher
@@ -89,6 +89,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(body_limit.BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=tracer_provider or trace.get_tracer_provider(), excluded_urls="/healthz,/readyz"
     )

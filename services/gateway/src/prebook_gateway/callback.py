@@ -1,19 +1,34 @@
 """``POST /v1/qstash/prepare``: verify a QStash delivery and hand it to the executor.
 
-Order of checks: body size, ``Upstash-Signature`` (401), body shape (489, since a retry
-cannot fix it), prebooking token (401), then the publish to JetStream (503 when NATS is
-unavailable, so QStash retries). The route answers 202 without waiting for the opening.
+The checks run in this order, each with its status when it fails:
+
+1. callbacks in flight, at most PREBOOK_MAX_CALLBACKS_IN_FLIGHT (503, so QStash retries);
+2. body size (413);
+3. ``Upstash-Signature`` (401);
+4. body shape (489, since a retry cannot fix it);
+5. prebooking token (401);
+6. the prebooking's row in the database (489 when there is none);
+7. the publish to JetStream (503 when NATS is unavailable, so QStash retries).
+
+The route responds 202 without waiting for the opening. The database check only turns
+a callback for an unknown prebooking into a clear error. When the database does not
+respond within ``DATABASE_CHECK_TIMEOUT_S``, the callback is published anyway, because
+the signature and the token already prove it genuine, and the executor skips a
+prebooking it cannot find.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from uuid import UUID
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from prebook_common.errors import PublishError, SignatureError, TokenError
 from prebook_common.events import PrebookingPrepare
@@ -22,8 +37,14 @@ from prebook_common.token import verify_token
 from prebook_gateway.body_limit import BodyTooLarge, read_body
 from prebook_gateway.callback_body import CallbackBody
 from prebook_gateway.state import GatewayState
+from prebook_gateway.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
+
+DATABASE_CHECK_TIMEOUT_S = 1.0
+# Failed database checks and shed callbacks, each logged at most once every 10 s.
+_database_errors = ThrottledLog(logger, 10.0)
+_shed = ThrottledLog(logger, 10.0)
 
 router = APIRouter(tags=["qstash"])
 
@@ -43,8 +64,26 @@ def _error(status_code: int, error: str, detail: str, headers: dict[str, str] | 
 async def prepare(request: Request) -> JSONResponse:
     received_at_ns = time.time_ns()
     state: GatewayState = request.app.state.gateway
-    settings = state.settings
+    limit = state.settings.max_callbacks_in_flight
+    if state.callbacks_in_flight >= limit:
+        _shed.warning(
+            "overloaded", "callback shed with 503: %d callbacks in flight, the maximum (PREBOOK_MAX_CALLBACKS_IN_FLIGHT)", limit
+        )
+        return _error(
+            503, "overloaded",
+            f"the gateway is handling {limit} callbacks already (PREBOOK_MAX_CALLBACKS_IN_FLIGHT); retry later",
+            {"Retry-After": "1"},
+        )
 
+    state.callbacks_in_flight += 1
+    try:
+        return await _prepare(request, state, received_at_ns)
+    finally:
+        state.callbacks_in_flight -= 1
+
+
+async def _prepare(request: Request, state: GatewayState, received_at_ns: int) -> JSONResponse:
+    settings = state.settings
     try:
         raw = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge as exc:
@@ -61,6 +100,12 @@ async def prepare(request: Request) -> JSONResponse:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         logger.warning("callback rejected: body is not JSON: %s", exc)
         return _error(489, "invalid body", f"body is not valid UTF-8 JSON: {exc}", NON_RETRYABLE, field=None)
+    except (ValueError, RecursionError) as exc:
+        # ValueError: an integer of more than 4300 digits. RecursionError: arrays or objects nested too deep.
+        logger.warning("callback rejected: body is not usable JSON: %s: %s", type(exc).__name__, exc)
+        return _error(
+            489, "invalid body", f"body is not usable JSON ({type(exc).__name__}): {exc}", NON_RETRYABLE, field=None
+        )
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or None
@@ -72,6 +117,16 @@ async def prepare(request: Request) -> JSONResponse:
     except TokenError as exc:
         logger.warning("callback rejected for prebooking %s: %s", body.prebookingId, exc)
         return _error(401, "invalid securityToken", str(exc), check="token")
+
+    if await _prebooking_exists(state, body.prebookingId) is False:
+        logger.warning("callback rejected: prebooking %s not found in the database", body.prebookingId)
+        return _error(
+            489, "unknown prebooking",
+            f"prebooking {body.prebookingId} not found in the database: its valid token means the row was "
+            f"deleted, or the callback was made for another database with the same PREBOOK_TOKEN_SECRET "
+            f"(check PREBOOK_DATABASE_URL)",
+            NON_RETRYABLE,
+        )
     verified_at_ns = time.time_ns()
 
     event = PrebookingPrepare(
@@ -101,6 +156,20 @@ async def prepare(request: Request) -> JSONResponse:
     return JSONResponse(
         {"accepted": True, "prebookingId": str(body.prebookingId), "duplicate": duplicate}, status_code=202
     )
+
+
+async def _prebooking_exists(state: GatewayState, prebooking_id: UUID) -> bool | None:
+    """Return whether the prebooking's row exists, or None when the database failed or timed out."""
+    try:
+        async with asyncio.timeout(DATABASE_CHECK_TIMEOUT_S):
+            return await state.prebooking_lookup.exists(prebooking_id)
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        _database_errors.warning(
+            "database check failed",
+            "callback for prebooking %s published without the database check: %s: %s",
+            prebooking_id, type(exc).__name__, exc,
+        )
+        return None
 
 
 def _retried(header: str | None) -> int:

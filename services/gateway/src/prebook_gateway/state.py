@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import httpx
 from faststream.nats import NatsBroker
@@ -17,6 +18,7 @@ from prebook_common.models import utcnow
 from prebook_common.settings import Settings
 from prebook_common.signatures import QStashVerifier
 from prebook_common.streams import broker_connected
+from prebook_gateway.prebooking_lookup import PrebookingLookup
 from prebook_gateway.publishing import EventPublisher
 from prebook_gateway.throttled_log import ThrottledLog
 
@@ -34,6 +36,8 @@ class GatewayState:
     publisher: EventPublisher
     # Current time as an aware UTC datetime; tests replace it to pin "now".
     clock: Callable[[], datetime] = field(default=utcnow)
+    # QStash callbacks being handled now, bounded by PREBOOK_MAX_CALLBACKS_IN_FLIGHT.
+    callbacks_in_flight: int = 0
     # Rejected API keys, logged at most once per reason every 10 s.
     auth_rejections: ThrottledLog = field(
         default_factory=lambda: ThrottledLog(logging.getLogger("prebook_gateway.auth"), 10.0)
@@ -41,3 +45,8 @@ class GatewayState:
 
     def broker_connected(self) -> bool:
         return broker_connected(self.broker)
+
+    @cached_property
+    def prebooking_lookup(self) -> PrebookingLookup:
+        """Batched existence checks of prebookings on this state's database engine."""
+        return PrebookingLookup(self.engine)

@@ -44,6 +44,8 @@ from prebook_gateway.state import GatewayState
 router = APIRouter(prefix="/v1/prebookings", tags=["prebookings"])
 
 MAX_PAGE_SIZE = 100
+# The largest offset that every database accepts (SQLite and Postgres take 64-bit integers).
+MAX_OFFSET = 2**63 - 1
 
 
 def check_own_email(caller: Caller, user_email: str | None) -> str:
@@ -103,7 +105,7 @@ async def post_prebooking(
 async def list_prebookings(
     status: PrebookingStatus | None = Query(default=None, description="Only prebookings with this status"),
     limit: int = Query(default=20, ge=1, le=MAX_PAGE_SIZE),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
     caller: Caller = Depends(require_user),
     session: AsyncSession = Depends(db_session),
 ) -> PrebookingPage:

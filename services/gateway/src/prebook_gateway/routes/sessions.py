@@ -128,6 +128,9 @@ async def _parse(request: Request, model: type[Body]) -> Body:
         data = json.loads(await request.body())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(422, "invalid request", f"body is not valid UTF-8 JSON (position {getattr(exc, 'pos', 0)})") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError: an integer of more than 4300 digits. RecursionError: arrays or objects nested too deep.
+        raise ApiError(422, "invalid request", f"body is not usable JSON ({type(exc).__name__})") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
