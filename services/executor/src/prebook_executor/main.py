@@ -10,6 +10,7 @@ from prebook_common.log import setup_logging
 from prebook_common.settings import Settings, get_settings
 from prebook_common.telemetry import setup_tracing
 from prebook_executor.app import Executor
+from prebook_executor.file_limit import raise_open_file_limit
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ def serve() -> None:
 async def run(settings: Settings) -> None:
     """Run the executor until SIGINT or SIGTERM."""
     provider = setup_tracing(settings, "prebook-executor")
+    raise_open_file_limit(settings)
     executor = Executor(settings, tracer_provider=provider)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
