@@ -45,6 +45,8 @@ from prebook_common.models import (
 from prebook_common.settings import Settings
 from prebook_common.streams import create_broker, ensure_stream, publish_event
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["DemoError", "DemoPrebooking", "app", "describe_outcome", "seed", "wait_for_outcome"]
 
 DEMO_USER = "demo@example.com"
@@ -86,18 +88,17 @@ def check_simulator_settings(settings: Settings, sim_url: str) -> None:
     """
     sim = sim_url.rstrip("/")
     box_url = settings.aimharder_box_url(DEMO_BOX)
-    login_url = settings.aimharder_login_url.rstrip("/")
-    wrong = []
     if box_url != sim:
-        wrong.append(f"PREBOOK_AIMHARDER_BASE_URL={settings.aimharder_base_url}")
-    if login_url != sim:
-        wrong.append(f"PREBOOK_AIMHARDER_LOGIN_URL={settings.aimharder_login_url}")
-    if wrong:
         raise DemoError(
-            f"{' and '.join(wrong)} would send the demo booking and session refreshes to "
-            f"AimHarder instead of the simulator at {sim}: set PREBOOK_AIMHARDER_BASE_URL={sim} "
-            f"and PREBOOK_AIMHARDER_LOGIN_URL={sim} for the gateway, the executor and this command"
+            f"the demo box {DEMO_BOX!r} resolves to {box_url}, so the demo booking would go to "
+            f"AimHarder instead of the simulator at {sim}: set "
+            f"PREBOOK_AIMHARDER_BOX_URLS='{{\"{DEMO_BOX}\": \"{sim}\"}}' (or PREBOOK_AIMHARDER_BASE_URL={sim}) "
+            f"for the gateway, the executor and this command"
         )
+    if settings.aimharder_login_url.rstrip("/") != sim:
+        # The demo session is created fresh on the simulator, so no refresh or login is
+        # due during the demo; a refresh much later would fail against the real AimHarder.
+        logger.debug("demo: login URL %s is not the simulator; the demo session needs no login", settings.aimharder_login_url)
 
 
 async def seed(

@@ -302,7 +302,8 @@ def test_demo_seed_refuses_real_aimharder(tmp_path: Path) -> None:
     )  # fmt: skip
 
     assert result.returncode == 1
-    assert "PREBOOK_AIMHARDER_BASE_URL=https://{box}.aimharder.com" in result.stderr
+    assert "resolves to https://demo.aimharder.com" in result.stderr
+    assert "PREBOOK_AIMHARDER_BOX_URLS" in result.stderr
     assert "instead of the simulator" in result.stderr
     assert not database.exists()
 

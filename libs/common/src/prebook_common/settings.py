@@ -85,6 +85,10 @@ class Settings(BaseSettings):
         default="https://{box}.aimharder.com",
         description="Box API base URL; {box} is replaced by the box subdomain.",
     )
+    aimharder_box_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='Base URLs of particular boxes as JSON, such as {"demo": "http://sim:8080"}; other boxes use PREBOOK_AIMHARDER_BASE_URL.',
+    )
     aimharder_login_url: str = "https://aimharder.com"
     aimharder_timeout_s: float = Field(default=10.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
@@ -208,6 +212,10 @@ class Settings(BaseSettings):
         return f"{self.nats_subject_prefix}.{name}"
 
     def aimharder_box_url(self, box_subdomain: str) -> str:
+        """Base URL of a box's AimHarder API: its entry in aimharder_box_urls, else the template."""
+        override = self.aimharder_box_urls.get(box_subdomain)
+        if override:
+            return override.rstrip("/")
         return self.aimharder_base_url.replace("{box}", box_subdomain).rstrip("/")
 
 
