@@ -75,5 +75,6 @@ async def test_parked_and_slow_booking_not_redelivered(start: DeploymentFactory)
     assert len(await deployment.book_requests()) == 1
     assert logs.count(f"prebooking {prebooking_id} parked") == 1
     assert f"prebooking {prebooking_id} left to executor" not in logs
+    assert f"prebooking {prebooking_id}: redelivered to the executor that already holds it" not in logs
     assert f"prebooking {prebooking_id} taken over" not in logs
     assert f"prebooking {prebooking_id} skipped" not in logs
