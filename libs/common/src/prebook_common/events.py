@@ -22,7 +22,7 @@ class Event(BaseModel):
 
 
 class PrebookingPrepare(Event):
-    """The gateway asks the executor to prepare and fire one prebooking."""
+    """Request from the gateway to the executor to prepare and fire one prebooking."""
 
     subject_name: ClassVar[str] = "prepare"
 

@@ -204,7 +204,7 @@ class Settings(BaseSettings):
 
     @property
     def callback_url(self) -> str:
-        """URL of the QStash callback as QStash is told to call it."""
+        """URL of the QStash callback, exactly as QStash is configured to call it."""
         return self.public_url.rstrip("/") + "/v1/qstash/prepare"
 
     def subject(self, name: str) -> str:

@@ -2,7 +2,7 @@
 
 QStash signs each delivery with an HS256 JWT in the ``Upstash-Signature`` header, using
 the current or the next signing key. Its claims: ``iss`` is ``Upstash``, ``sub`` is the
-exact URL QStash was told to call, ``exp``/``nbf``/``iat`` bound its lifetime, and
+exact destination URL of the message, ``exp``/``nbf``/``iat`` bound its lifetime, and
 ``body`` is the base64url SHA-256 of the raw body bytes, with ``=`` padding that some
 implementations strip (so the comparison ignores it).
 """

@@ -30,7 +30,7 @@ def stream_config(settings: Settings) -> StreamConfig:
 
 
 def jstream(settings: Settings) -> JStream:
-    """The stream as FastStream declares it for a subscriber."""
+    """Build the stream as FastStream declares it for a subscriber."""
     return JStream(
         name=settings.nats_stream,
         subjects=[f"{settings.nats_subject_prefix}.>"],
@@ -144,7 +144,7 @@ async def publish_event(
 
 
 async def connect_with_retry(broker: NatsBroker, settings: Settings) -> None:
-    """Connect ``broker``, waiting as long as it takes for NATS to answer.
+    """Connect ``broker``, waiting as long as it takes for NATS to accept the connection.
 
     Services started before NATS (as in ``docker compose up``) wait here; the broker's
     error callback logs the failed attempts.
@@ -155,7 +155,7 @@ async def connect_with_retry(broker: NatsBroker, settings: Settings) -> None:
 
 
 def broker_connected(broker: NatsBroker) -> bool:
-    """Whether ``broker`` has a live NATS connection right now."""
+    """Return whether ``broker`` has a live NATS connection right now."""
     try:
         return broker.connection.is_connected
     except IncorrectState:

@@ -1,7 +1,7 @@
 """The prepare step: from a ``prebooking.prepare`` event to a booking parked on the timer.
 
 For each event: skip what is stale, late or already taken (acknowledged, with a log line
-that says why), claim the prebooking, load the session (refreshed first when it is old,
+that gives the reason), claim the prebooking, load the session (refreshed first when it is old,
 see ``sessions.py``), build and stage the request, mark the prebooking ``firing``, and
 hand it to a background task that waits, fires, stores the outcome, publishes
 ``prebooking.completed`` and acknowledges the message. The handler returns right after

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FireResult:
-    """What happened when one booking fired."""
+    """Result of one booking's fire: the answer, its timings and the attempts made."""
 
     target_ns: int
     answer: BookAnswer | None

@@ -104,7 +104,7 @@ class Timeline:
         return format(span_context.trace_id, "032x") if span_context.is_valid else None
 
     def describe(self) -> str:
-        """The timing breakdown for the outcome log line, relative to the gateway's receipt."""
+        """Describe the timing breakdown for the outcome log line, relative to the gateway's receipt."""
         received_ns = self.event.received_at_ns
         parts = [f"triggered {_clock(received_ns)}"]
         if self.event.verified_at_ns is not None:
