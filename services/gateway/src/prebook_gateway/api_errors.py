@@ -3,17 +3,20 @@
 Every error body has the shape ``{"error": "<short phrase>", "detail": "<sentence>"}``,
 the same as the QStash callback's, plus fields that help a client act (``field``,
 ``existing_id``, ``status``). Routes raise ApiError. ``install_error_handlers`` turns
-ApiError and FastAPI's request validation errors into that shape.
+ApiError, FastAPI's request validation errors and Starlette's HTTP errors (unknown
+path, wrong method, unreadable body) into that shape.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 # Maximum length of the repr of a rejected input value in an error message.
 MAX_SHOWN_INPUT_CHARS = 80
@@ -46,6 +49,7 @@ class ApiError(Exception):
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error_response)
     app.add_exception_handler(RequestValidationError, _validation_error_response)
+    app.add_exception_handler(HTTPException, _http_error_response)
 
 
 async def _api_error_response(request: Request, exc: Exception) -> JSONResponse:
@@ -71,6 +75,23 @@ async def _validation_error_response(request: Request, exc: Exception) -> JSONRe
     )
 
 
+async def _http_error_response(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, HTTPException):
+        raise TypeError(f"handler for HTTPException got {type(exc).__name__}")
+
+    # FastAPI returns 400 for a JSON body that is not UTF-8. Every other
+    # unreadable body is a 422 "invalid request", so this one is too.
+    if exc.status_code == 400 and request.method in ("POST", "PUT", "PATCH"):
+        detail = "body is not valid UTF-8 JSON: send the request body as JSON encoded in UTF-8"
+        return JSONResponse(
+            {"error": "invalid request", "detail": detail, "field": None, "errors": [{"field": None, "message": detail}]},
+            status_code=422,
+        )
+
+    error = HTTPStatus(exc.status_code).phrase.lower() if exc.status_code in HTTPStatus._value2member_map_ else "error"
+    return JSONResponse({"error": error, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
 def _describe(error: dict[str, Any]) -> dict[str, Any]:
     """Return the field and a message that names the rejected value."""
     # The first location item is where the value came from (body, query or path).
@@ -78,6 +99,10 @@ def _describe(error: dict[str, Any]) -> dict[str, Any]:
     field = ".".join(location[1:]) or None
 
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":
+        # The location after "body" is the character position where decoding stopped.
+        reason = (error.get("ctx") or {}).get("error", message)
+        return {"field": None, "message": f"body is not valid JSON at position {field}: {reason}"}
     if error.get("type") == "missing":
         return {"field": field, "message": f"field {field} is missing: add it to the request"}
     # Messages of the gateway's own validators already name the field and quote the value.

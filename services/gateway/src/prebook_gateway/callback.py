@@ -36,6 +36,7 @@ from prebook_common.streams import publish_event
 from prebook_common.token import verify_token
 from prebook_gateway.body_limit import BodyTooLarge, read_body
 from prebook_gateway.callback_body import CallbackBody
+from prebook_gateway.error_responses import error_responses
 from prebook_gateway.state import GatewayState
 from prebook_gateway.throttled_log import ThrottledLog
 
@@ -59,7 +60,7 @@ def _error(status_code: int, error: str, detail: str, headers: dict[str, str] | 
     "/v1/qstash/prepare",
     status_code=202,
     summary="QStash callback: prepare one prebooking for firing",
-    responses={401: {}, 413: {}, 489: {}, 503: {}},
+    responses=error_responses(401, 413, 489, 503),
 )
 async def prepare(request: Request) -> JSONResponse:
     received_at_ns = time.time_ns()

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from prebook_common.aimharder import BookOutcome
 from prebook_gateway.aimharder_client import AimharderClient, load_cookies, session_rejected
 from prebook_gateway.api_errors import ApiError
+from prebook_gateway.error_responses import error_responses
 from prebook_gateway.auth import Caller, require_user
 from prebook_gateway.dependencies import gateway_state
 from prebook_gateway.opening import parse_window_message
@@ -34,7 +35,7 @@ from prebook_gateway.prebooking_store import (
 from prebook_gateway.schemas import BookingCreate, BookingOut, PrebookingOut
 from prebook_gateway.state import GatewayState
 
-router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
+router = APIRouter(prefix="/v1/bookings", tags=["bookings"], responses=error_responses(401, 403, 422))
 
 
 @router.post(
@@ -42,8 +43,7 @@ router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
     response_model=BookingOut,
     responses={
         202: {"model": PrebookingOut, "description": "Too early: a prebooking was created for the opening"},
-        424: {"description": "No AimHarder session stored, or AimHarder rejected it"},
-        502: {"description": "AimHarder unreachable or failing"},
+        **error_responses(409, 413, 424, 502),
     },
     summary="Book a class now, or prebook it when its window is not open yet",
 )

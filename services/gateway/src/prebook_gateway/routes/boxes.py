@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from prebook_common.models import Box
 from prebook_gateway.api_errors import ApiError
+from prebook_gateway.error_responses import error_responses
 from prebook_gateway.auth import Caller, authenticate, require_admin
 from prebook_gateway.dependencies import db_session, gateway_state
 from prebook_gateway.schemas import BoxOut, BoxPut, validate_subdomain
@@ -23,7 +24,7 @@ from prebook_gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/boxes", tags=["boxes"])
+router = APIRouter(prefix="/v1/boxes", tags=["boxes"], responses=error_responses(401, 422))
 
 
 def _subdomain_or_422(subdomain: str) -> str:
@@ -36,7 +37,7 @@ def _subdomain_or_422(subdomain: str) -> str:
 @router.put(
     "/{subdomain}",
     response_model=BoxOut,
-    responses={201: {"model": BoxOut, "description": "Box created"}},
+    responses={201: {"model": BoxOut, "description": "Box created"}, **error_responses(403, 413)},
     summary="Create (201) or replace (200) a box's configuration (admin key)",
 )
 async def put_box(
@@ -77,7 +78,7 @@ async def list_boxes(
     return [BoxOut.of(box) for box in boxes]
 
 
-@router.get("/{subdomain}", response_model=BoxOut, summary="One box's configuration")
+@router.get("/{subdomain}", response_model=BoxOut, responses=error_responses(404), summary="One box's configuration")
 async def get_box(
     subdomain: str, caller: Caller = Depends(authenticate), session: AsyncSession = Depends(db_session)
 ) -> BoxOut:

@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from prebook_common.models import PrebookingStatus
 from prebook_gateway.api_errors import ApiError
+from prebook_gateway.error_responses import error_responses
 from prebook_gateway.auth import Caller, require_user
 from prebook_gateway.dependencies import db_session, gateway_state
 from prebook_gateway.keys import InvalidEmail, normalize_email
@@ -41,7 +42,7 @@ from prebook_gateway.prebooking_store import (
 from prebook_gateway.schemas import PrebookingCreate, PrebookingOut, PrebookingPage, PrebookingPatch
 from prebook_gateway.state import GatewayState
 
-router = APIRouter(prefix="/v1/prebookings", tags=["prebookings"])
+router = APIRouter(prefix="/v1/prebookings", tags=["prebookings"], responses=error_responses(401, 403, 422))
 
 MAX_PAGE_SIZE = 100
 # The largest offset that every database accepts (SQLite and Postgres take 64-bit integers).
@@ -66,7 +67,9 @@ def check_own_email(caller: Caller, user_email: str | None) -> str:
     return requested
 
 
-@router.post("", status_code=201, response_model=PrebookingOut, summary="Create a prebooking")
+@router.post(
+    "", status_code=201, response_model=PrebookingOut, responses=error_responses(409, 413), summary="Create a prebooking"
+)
 async def post_prebooking(
     body: PrebookingCreate,
     caller: Caller = Depends(require_user),
@@ -113,7 +116,9 @@ async def list_prebookings(
     return PrebookingPage(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{prebooking_id}", response_model=PrebookingOut, summary="One prebooking with its outcome")
+@router.get(
+    "/{prebooking_id}", response_model=PrebookingOut, responses=error_responses(404), summary="One prebooking with its outcome"
+)
 async def get_prebooking(
     prebooking_id: UUID,
     caller: Caller = Depends(require_user),
@@ -124,7 +129,9 @@ async def get_prebooking(
     return PrebookingOut.of(row, zones.get(row.box_subdomain))
 
 
-@router.delete("/{prebooking_id}", response_model=PrebookingOut, summary="Cancel a prebooking")
+@router.delete(
+    "/{prebooking_id}", response_model=PrebookingOut, responses=error_responses(404, 409), summary="Cancel a prebooking"
+)
 async def delete_prebooking(
     prebooking_id: UUID,
     caller: Caller = Depends(require_user),
@@ -133,7 +140,12 @@ async def delete_prebooking(
     return await cancel_own(state, caller.user_email, prebooking_id)
 
 
-@router.patch("/{prebooking_id}", response_model=PrebookingOut, summary="Move a prebooking to another execute_at")
+@router.patch(
+    "/{prebooking_id}",
+    response_model=PrebookingOut,
+    responses=error_responses(404, 409, 413),
+    summary="Move a prebooking to another execute_at",
+)
 async def patch_prebooking(
     prebooking_id: UUID,
     body: PrebookingPatch,

@@ -29,13 +29,14 @@ from prebook_common.aimharder_login import AimharderAuth, AuthUnavailable, Login
 from prebook_common.aimharder_sessions import Credentials, SessionRepository, session_state, validate_cookies
 from prebook_common.models import AimharderSession
 from prebook_gateway.api_errors import ApiError
+from prebook_gateway.error_responses import error_responses
 from prebook_gateway.auth import Caller, require_user
 from prebook_gateway.keys import InvalidEmail, normalize_email
 from prebook_gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/sessions", tags=["AimHarder sessions"])
+router = APIRouter(prefix="/v1/sessions", tags=["AimHarder sessions"], responses=error_responses(401, 403, 422))
 
 MAX_FIELD_CHARS = 4096
 # Bytes of randomness in a fingerprint made up for a login that sent none.
@@ -159,7 +160,7 @@ def _state(request: Request) -> GatewayState:
     "/{user_email}",
     response_model=SessionOut,
     summary="Store AimHarder cookies copied from a browser",
-    responses={201: {"model": SessionOut}, 403: {}, 422: {}},
+    responses={201: {"model": SessionOut}, **error_responses(413)},
     openapi_extra=_body_schema(SessionCookiesIn),
 )
 async def put_session(user_email: str, request: Request, response: Response, caller: Caller = Depends(require_user)) -> SessionOut:
@@ -185,7 +186,7 @@ async def put_session(user_email: str, request: Request, response: Response, cal
     "/{user_email}/login",
     response_model=SessionOut,
     summary="Log in to AimHarder and store the session",
-    responses={201: {"model": SessionOut}, 403: {}, 422: {}, 502: {}},
+    responses={201: {"model": SessionOut}, **error_responses(413, 502)},
     openapi_extra=_body_schema(LoginIn),
 )
 async def login(user_email: str, request: Request, response: Response, caller: Caller = Depends(require_user)) -> SessionOut:
@@ -226,7 +227,7 @@ async def login(user_email: str, request: Request, response: Response, caller: C
     "/{user_email}",
     response_model=SessionOut,
     summary="Show the session's age and state (never its secrets)",
-    responses={403: {}, 404: {}},
+    responses=error_responses(404),
 )
 async def get_session(user_email: str, request: Request, caller: Caller = Depends(require_user)) -> SessionOut:
     email = _own_email(user_email, caller)
@@ -245,7 +246,7 @@ async def get_session(user_email: str, request: Request, caller: Caller = Depend
     "/{user_email}",
     status_code=204,
     summary="Delete the session and any stored credentials",
-    responses={403: {}, 404: {}},
+    responses=error_responses(404),
 )
 async def delete_session(user_email: str, request: Request, caller: Caller = Depends(require_user)) -> Response:
     email = _own_email(user_email, caller)

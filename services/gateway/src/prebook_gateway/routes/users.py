@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from prebook_common.models import ApiKey, User
 from prebook_gateway.api_errors import ApiError
+from prebook_gateway.error_responses import error_responses
 from prebook_gateway.auth import Caller, authenticate, require_admin
 from prebook_gateway.dependencies import db_session
 from prebook_gateway.keys import InvalidEmail, issue_key, list_keys, normalize_email, revoke_key
@@ -22,7 +23,7 @@ from prebook_gateway.schemas import IssuedKeyOut, KeyCreate, KeyOut, MeOut, User
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["users and keys"])
+router = APIRouter(prefix="/v1", tags=["users and keys"], responses=error_responses(401, 422))
 
 
 def _email_or_422(email: str) -> str:
@@ -32,7 +33,13 @@ def _email_or_422(email: str) -> str:
         raise ApiError(422, "invalid email", str(exc), field="email") from exc
 
 
-@router.post("/users", status_code=201, response_model=UserOut, summary="Create a user (admin key)")
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=UserOut,
+    responses=error_responses(403, 409, 413),
+    summary="Create a user (admin key)",
+)
 async def create_user(
     body: UserCreate,
     caller: Caller = Depends(require_admin),
@@ -56,6 +63,7 @@ async def create_user(
     "/users/{email}/keys",
     status_code=201,
     response_model=IssuedKeyOut,
+    responses=error_responses(403, 404, 413),
     summary="Create an API key for a user (admin key); the key is shown only in this response",
 )
 async def create_key(
@@ -74,7 +82,12 @@ async def create_key(
     return IssuedKeyOut(**KeyOut.of(issued.row).model_dump(), key=issued.key)
 
 
-@router.get("/users/{email}/keys", response_model=list[KeyOut], summary="List a user's API keys (admin key)")
+@router.get(
+    "/users/{email}/keys",
+    response_model=list[KeyOut],
+    responses=error_responses(403, 404),
+    summary="List a user's API keys (admin key)",
+)
 async def get_user_keys(
     email: str,
     caller: Caller = Depends(require_admin),
@@ -86,7 +99,7 @@ async def get_user_keys(
     return [KeyOut.of(row) for row in await list_keys(session, email)]
 
 
-@router.delete("/keys/{key_id}", response_model=KeyOut, summary="Revoke an API key")
+@router.delete("/keys/{key_id}", response_model=KeyOut, responses=error_responses(404), summary="Revoke an API key")
 async def delete_key(
     key_id: UUID,
     caller: Caller = Depends(authenticate),
