@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 
 import nats
-from harness import CpuSampler, Machine, command_line, log_dir, markdown_table, raise_fd_limit, summarize, write_section
+from harness import CpuSampler, Machine, process_group, command_line, log_dir, markdown_table, raise_fd_limit, summarize, write_section
 from nats.js.api import AckPolicy, ConsumerConfig
 from services import CURRENT_KEY, TOKEN_SECRET, BenchServices
 
@@ -57,7 +57,8 @@ async def read_prepare_ids(nats_url: str, stream: str, subject: str) -> list[str
 
 
 async def measure(arguments: argparse.Namespace, count: int, logs: Path) -> dict:
-    async with BenchServices(logs, database=arguments.database, nats_url=arguments.nats_url) as services:
+    workers = {"PREBOOK_GATEWAY_WORKERS": str(arguments.gateway_workers)}
+    async with BenchServices(logs, database=arguments.database, nats_url=arguments.nats_url, extra_env=workers) as services:
         # Distinct ids and instants, so that JetStream's deduplication drops none.
         first_execute_at_ms = time.time_ns() // 1_000_000 + 3_600_000
         execute_at_ms = [first_execute_at_ms + index for index in range(count)]
@@ -83,7 +84,8 @@ async def measure(arguments: argparse.Namespace, count: int, logs: Path) -> dict
         if line.strip() != b"sending":
             raise RuntimeError(f"The load generator printed {line!r} instead of 'sending'")
 
-        samplers = {"gateway": CpuSampler(gateway.pid)}
+        # The gateway's supervisor and its workers, which share its process group.
+        samplers = {"gateway": CpuSampler(*process_group(gateway.pid))}
         if services.nats_server_pid is not None:
             samplers["nats-server"] = CpuSampler(services.nats_server_pid)
         for sampler in samplers.values():
@@ -108,6 +110,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="send 3,000 callbacks instead of 20,000")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections of the load generator (default 32)")
     parser.add_argument("--database", default="postgres", choices=["postgres", "sqlite"], help="database (default postgres)")
+    parser.add_argument(
+        "--gateway-workers", type=int, default=2, help="gateway worker processes, PREBOOK_GATEWAY_WORKERS (default 2)"
+    )
     parser.add_argument("--nats-url", help="use this NATS server (JetStream on) instead of starting nats-server")
     arguments = parser.parse_args()
     count = 3_000 if arguments.quick else 20_000
