@@ -32,11 +32,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from prebook_common.errors import PublishError, SignatureError, TokenError
 from prebook_common.events import PrebookingPrepare
-from prebook_common.streams import publish_event
 from prebook_common.token import verify_token
 from prebook_gateway.body_limit import BodyTooLarge, read_body
 from prebook_gateway.callback_body import CallbackBody
 from prebook_gateway.state import GatewayState
+from prebook_gateway.traced_publish import publish_traced
 from prebook_gateway.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
@@ -49,14 +49,17 @@ _shed = ThrottledLog(logger, 10.0)
 router = APIRouter(tags=["qstash"])
 
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
+CALLBACK_PATH = "/v1/qstash/prepare"
 
 
 def _error(status_code: int, error: str, detail: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status_code, headers=headers)
 
 
+# GatewayApp serves this path with callback_fast_path.serve_callback, which calls this
+# same handler; the route declares it for the OpenAPI document.
 @router.post(
-    "/v1/qstash/prepare",
+    CALLBACK_PATH,
     status_code=202,
     summary="QStash callback: prepare one prebooking for firing",
     responses={401: {}, 413: {}, 489: {}, 503: {}},
@@ -143,7 +146,7 @@ async def _prepare(request: Request, state: GatewayState, received_at_ns: int) -
         logger.warning("callback for prebooking %s not accepted: NATS is not connected", body.prebookingId)
         return _error(503, "NATS unavailable", "the event bus is not connected; QStash will retry", {"Retry-After": "2"})
     try:
-        duplicate = await publish_event(state.broker, settings, event, message_id=event.message_id)
+        duplicate = await publish_traced(state.broker, settings, event, message_id=event.message_id)
     except PublishError as exc:
         logger.warning("callback for prebooking %s not accepted: %s", body.prebookingId, exc)
         return _error(503, "NATS unavailable", str(exc), {"Retry-After": "2"})
