@@ -36,15 +36,16 @@ from prebook_common.token import verify_token
 from prebook_gateway.body_limit import BodyTooLarge, read_body
 from prebook_gateway.callback_body import CallbackBody
 from prebook_gateway.state import GatewayState
-from prebook_gateway.traced_publish import publish_traced
 from prebook_gateway.throttled_log import ThrottledLog
+from prebook_gateway.traced_publish import publish_traced
 
 logger = logging.getLogger(__name__)
 
 DATABASE_CHECK_TIMEOUT_S = 1.0
-# Failed database checks and shed callbacks, each logged at most once every 10 s.
+# Failed database checks, shed callbacks and bodies too large, each logged at most once every 10 s.
 _database_errors = ThrottledLog(logger, 10.0)
 _shed = ThrottledLog(logger, 10.0)
+_too_large = ThrottledLog(logger, 10.0)
 
 router = APIRouter(tags=["qstash"])
 
@@ -90,6 +91,7 @@ async def _prepare(request: Request, state: GatewayState, received_at_ns: int) -
     try:
         raw = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge as exc:
+        _too_large.warning("body too large", "callback rejected with 413: %s", exc)
         return _error(413, "body too large", str(exc), NON_RETRYABLE)
 
     try:

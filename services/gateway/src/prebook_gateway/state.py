@@ -9,8 +9,8 @@ from datetime import datetime
 from functools import cached_property
 
 import httpx
-from opentelemetry import trace
 from faststream.nats import NatsBroker
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
