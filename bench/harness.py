@@ -229,20 +229,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
 
 
-class CpuSampler:
-    """CPU use of one process between ``start()`` and ``stop()``, as a % of one core."""
+def process_group(pgid: int) -> list[int]:
+    """Return the ids of the running processes in process group ``pgid``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) == pgid:
+                pids.append(int(entry))
+        except ProcessLookupError:
+            continue
+    return pids
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+
+class CpuSampler:
+    """CPU use of one or more processes, added up, between ``start()`` and ``stop()``, as a % of one core."""
+
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
         self._cpu_start = 0.0
         self._wall_start = 0.0
 
     def start(self) -> None:
-        self._cpu_start = cpu_seconds(self.pid)
+        self._cpu_start = self._cpu_seconds()
         self._wall_start = time.monotonic()
 
     def stop(self) -> tuple[float, float]:
         """Return the CPU seconds used and the % of one core over the wall time since start."""
-        used_s = cpu_seconds(self.pid) - self._cpu_start
+        used_s = self._cpu_seconds() - self._cpu_start
         wall_s = time.monotonic() - self._wall_start
         return used_s, 100.0 * used_s / wall_s
+
+    def _cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)

@@ -80,6 +80,8 @@ class Plan:
     nats_url: str | None = None
     otlp_endpoint: str | None = None
     otel_console: bool = False
+    # None keeps PREBOOK_GATEWAY_WORKERS from the environment or .env.
+    gateway_workers: int | None = None
 
     @property
     def starts_nats(self) -> bool:
@@ -157,6 +159,8 @@ def service_environment(plan: Plan, name: str, base: dict[str, str] | None = Non
     if plan.otel_console:
         # The spans go to stderr, which is the child's log file.
         env["PREBOOK_OTEL_CONSOLE"] = "true"
+    if plan.gateway_workers is not None:
+        env["PREBOOK_GATEWAY_WORKERS"] = str(plan.gateway_workers)
     return env
 
 
@@ -497,6 +501,11 @@ def up(
         Path(".prebook"), help="Folder for the NATS store, the SQLite database and the logs; created if missing."
     ),
     gateway_port: int = typer.Option(8000, min=1, max=65535, help="TCP port of the gateway's REST API."),
+    gateway_workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Gateway worker processes on that port (PREBOOK_GATEWAY_WORKERS). Default: that variable, or 1.",
+    ),
     host: str = typer.Option(LOOPBACK, help="Address the gateway and the simulator listen on."),
     nats_port: int = typer.Option(4222, min=1, max=65535, help="TCP port of the NATS server started here."),
     nats_url: str | None = typer.Option(
@@ -536,6 +545,7 @@ def up(
         nats_url=nats_url,
         otlp_endpoint=otlp_endpoint,
         otel_console=otel_console,
+        gateway_workers=gateway_workers,
     )
     console = Console()
     try:

@@ -250,6 +250,23 @@ def test_up_stops_on_sigterm(start_up) -> None:
     assert "Prebook stopped" in run.output()
 
 
+def test_up_stops_gateway_workers_on_sigterm(start_up) -> None:
+    run = start_up("--gateway-workers", "2")
+
+    run.wait_for_output("Prebook is running", START_TIMEOUT_S)
+    gateway_log = (run.data_dir / "logs" / "gateway.log").read_text()
+    children = processes_of(run.data_dir)
+    run.process.send_signal(signal.SIGTERM)
+    exit_status = run.wait_exit()
+
+    assert "with 2 worker processes (PREBOOK_GATEWAY_WORKERS)" in gateway_log
+    # The two worker processes that the gateway's supervisor spawned.
+    assert len([command for command in children.values() if "multiprocessing.spawn" in command]) == 2, children
+    assert exit_status == 0, run.output()
+    assert processes_of(run.data_dir) == {}
+    assert "Prebook stopped" in run.output()
+
+
 def test_up_reports_killed_child(start_up) -> None:
     run = start_up()
     run.wait_for_output("Prebook is running", START_TIMEOUT_S)
@@ -312,7 +329,7 @@ def test_child_environment_addresses(tmp_path: Path) -> None:
     plan = Plan(
         data_dir=tmp_path, host="0.0.0.0", gateway_port=8123, nats_port=4333, sim_port=8181,
         database_url="sqlite+aiosqlite:///x.db", demo=True, otlp_endpoint="http://127.0.0.1:4318",
-        otel_console=True,
+        otel_console=True, gateway_workers=3,
     )  # fmt: skip
 
     env = service_environment(plan, "executor", base={"PREBOOK_PUBLIC_URL": "https://tunnel.example"})
@@ -327,6 +344,7 @@ def test_child_environment_addresses(tmp_path: Path) -> None:
     assert env["PREBOOK_OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
     assert env["PREBOOK_OTEL_CONSOLE"] == "true"
     assert env["PREBOOK_SERVICE_NAME"] == "prebook-executor"
+    assert env["PREBOOK_GATEWAY_WORKERS"] == "3"
 
 
 class ListeningSocket:

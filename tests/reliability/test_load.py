@@ -4,7 +4,8 @@ Runs only when asked for, because it takes about three minutes:
 
     uv run pytest -m load tests/reliability/test_load.py -s
 
-PREBOOK_LOAD_RATE and PREBOOK_LOAD_SECONDS change the rate and the duration. The test
+PREBOOK_LOAD_RATE and PREBOOK_LOAD_SECONDS change the rate and the duration, and
+PREBOOK_LOAD_GATEWAY_WORKERS the gateway's worker processes (2 by default). The test
 needs Postgres, where the prebooking rows are written in bulk. No executor runs, so the
 prepare events stay on the stream to be counted. The numbers are printed; only the
 accounting is asserted, because throughput depends on the machine.
@@ -34,6 +35,7 @@ from support.stack import BOX, BOX_ID, CURRENT_KEY, TOKEN_SECRET, now_ms
 
 RATE = float(os.environ.get("PREBOOK_LOAD_RATE", "2000"))
 SECONDS = float(os.environ.get("PREBOOK_LOAD_SECONDS", "60"))
+GATEWAY_WORKERS = os.environ.get("PREBOOK_LOAD_GATEWAY_WORKERS", "2")
 CONNECTIONS = 256
 # Longer than any response time of a working gateway, shorter than a stuck one.
 REQUEST_TIMEOUT_S = 30.0
@@ -87,7 +89,7 @@ async def test_callback_load_accounted(start: DeploymentFactory, database_url: s
     if not database_url.startswith("postgresql"):
         pytest.skip("the load test writes its prebookings with Postgres COPY: set PREBOOK_TEST_POSTGRES_URL")
     # INFO, as in production: the tests' DEBUG logging alone costs the gateway a good part of its throughput.
-    deployment = await start(executors=0, extra_env={"PREBOOK_LOG_LEVEL": "INFO"})
+    deployment = await start(executors=0, extra_env={"PREBOOK_LOG_LEVEL": "INFO", "PREBOOK_GATEWAY_WORKERS": GATEWAY_WORKERS})
     total = int(RATE * SECONDS)
     execute_at_ms = now_ms() + 3_600_000
     ids = [uuid.uuid4() for _ in range(total)]

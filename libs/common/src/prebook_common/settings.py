@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     # Gateway.
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    gateway_workers: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Gateway worker processes on the one port, each with its own NATS connection, database pool and "
+            "PREBOOK_MAX_CALLBACKS_IN_FLIGHT; one process uses about one CPU core at most."
+        ),
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
         description="Base URL that QStash calls; the signature's sub must match it exactly.",
@@ -75,8 +83,8 @@ class Settings(BaseSettings):
         default=128,
         gt=0,
         description=(
-            "QStash callbacks the gateway handles at once; more get 503 with Retry-After at once, so an "
-            "overload sheds callbacks instead of making every callback late."
+            "QStash callbacks each gateway worker handles at once; more get 503 with Retry-After at once, so "
+            "an overload sheds callbacks instead of making every callback late."
         ),
     )
 

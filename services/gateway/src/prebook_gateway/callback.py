@@ -32,32 +32,36 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from prebook_common.errors import PublishError, SignatureError, TokenError
 from prebook_common.events import PrebookingPrepare
-from prebook_common.streams import publish_event
 from prebook_common.token import verify_token
 from prebook_gateway.body_limit import BodyTooLarge, read_body
 from prebook_gateway.callback_body import CallbackBody
 from prebook_gateway.error_responses import error_responses
 from prebook_gateway.state import GatewayState
 from prebook_gateway.throttled_log import ThrottledLog
+from prebook_gateway.traced_publish import publish_traced
 
 logger = logging.getLogger(__name__)
 
 DATABASE_CHECK_TIMEOUT_S = 1.0
-# Failed database checks and shed callbacks, each logged at most once every 10 s.
+# Failed database checks, shed callbacks and bodies too large, each logged at most once every 10 s.
 _database_errors = ThrottledLog(logger, 10.0)
 _shed = ThrottledLog(logger, 10.0)
+_too_large = ThrottledLog(logger, 10.0)
 
 router = APIRouter(tags=["qstash"])
 
 NON_RETRYABLE = {"Upstash-NonRetryable-Error": "true"}
+CALLBACK_PATH = "/v1/qstash/prepare"
 
 
 def _error(status_code: int, error: str, detail: str, headers: dict[str, str] | None = None, **extra) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status_code, headers=headers)
 
 
+# GatewayApp serves this path with callback_fast_path.serve_callback, which calls this
+# same handler; the route declares it for the OpenAPI document.
 @router.post(
-    "/v1/qstash/prepare",
+    CALLBACK_PATH,
     status_code=202,
     summary="QStash callback: prepare one prebooking for firing",
     responses=error_responses(401, 413, 489, 503),
@@ -88,6 +92,7 @@ async def _prepare(request: Request, state: GatewayState, received_at_ns: int) -
     try:
         raw = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge as exc:
+        _too_large.warning("body too large", "callback rejected with 413: %s", exc)
         return _error(413, "body too large", str(exc), NON_RETRYABLE)
 
     try:
@@ -144,7 +149,7 @@ async def _prepare(request: Request, state: GatewayState, received_at_ns: int) -
         logger.warning("callback for prebooking %s not accepted: NATS is not connected", body.prebookingId)
         return _error(503, "NATS unavailable", "the event bus is not connected; QStash will retry", {"Retry-After": "2"})
     try:
-        duplicate = await publish_event(state.broker, settings, event, message_id=event.message_id)
+        duplicate = await publish_traced(state.broker, settings, event, message_id=event.message_id)
     except PublishError as exc:
         logger.warning("callback for prebooking %s not accepted: %s", body.prebookingId, exc)
         return _error(503, "NATS unavailable", str(exc), {"Retry-After": "2"})

@@ -19,7 +19,7 @@ from faststream.nats import NatsBroker
 from prebook_common.errors import PublishError
 from prebook_common.events import Event
 from prebook_common.settings import Settings
-from prebook_common.streams import publish_event
+from prebook_gateway.traced_publish import publish_traced
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class EventPublisher:
     async def _publish_once(self, event: Event, message_id: str) -> None:
         if not self._connected():
             raise PublishError("NATS is not connected")
-        await publish_event(self._broker, self._settings, event, message_id=message_id)
+        await publish_traced(self._broker, self._settings, event, message_id=message_id)
 
     async def _retry(self, event: Event, message_id: str) -> None:
         delay_s = FIRST_RETRY_DELAY_S

@@ -10,6 +10,7 @@ from functools import cached_property
 
 import httpx
 from faststream.nats import NatsBroker
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,6 +35,8 @@ class GatewayState:
     aimharder_http: httpx.AsyncClient
     secret_box: SecretBox
     publisher: EventPublisher
+    # Tracer of the QStash callback's request spans (callback_fast_path.py).
+    tracer: trace.Tracer
     # Current time as an aware UTC datetime; tests replace it to pin "now".
     clock: Callable[[], datetime] = field(default=utcnow)
     # QStash callbacks being handled now, bounded by PREBOOK_MAX_CALLBACKS_IN_FLIGHT.
