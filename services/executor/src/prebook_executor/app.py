@@ -65,7 +65,7 @@ class Executor:
         self.clock = FireClock(guard_ns=round(settings.guard_ms * 1_000_000))
         self.executor_id = executor_id()
         claims = ClaimStore(self.engine, self.executor_id)
-        self.lease = LeaseKeeper(self.engine, self.executor_id, settings.executor_lease_s)
+        self.lease = LeaseKeeper(self.engine, self.executor_id, settings.executor_lease_s, on_lapse=self._check_own_claims)
         self.sessions = SessionKeeper(
             settings,
             SessionRepository(self.engine, SecretBox(settings.session_encryption_keys.get_secret_value())),
@@ -83,7 +83,7 @@ class Executor:
             ),
         )
 
-        self.takeover = TakeoverScanner(settings, self.engine, self.lease, self.handler)
+        self.takeover = TakeoverScanner(settings, self.engine, self.executor_id, self.lease, self.handler)
 
         self.subscriber = self.broker.subscriber(
             settings.subject("prepare"),
@@ -101,6 +101,9 @@ class Executor:
         @self.subscriber
         async def on_prepare(event: PrebookingPrepare, message: NatsMessage) -> None:
             await self.handler(event, message)
+
+    async def _check_own_claims(self) -> None:
+        await self.takeover.check_own_claims()
 
     async def start(self) -> None:
         await upgrade(self.engine)

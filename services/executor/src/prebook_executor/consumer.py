@@ -189,6 +189,36 @@ class PrepareHandler:
         await asyncio.gather(*(self._give_back(booking, limit) for booking in leaving))
         return len(leaving), len(self._parked)
 
+    async def drop_lost(self, still_claimed: set[UUID], margin_s: float) -> int:
+        """Cancel parked bookings that are no longer claimed by this executor, unless due within ``margin_s``.
+
+        Another executor takes a booking over when this executor's lease runs out, for
+        example while its event loop was blocked. Without this, both would fire it.
+        Returns how many were dropped.
+        """
+        deadline_ns = time.time_ns() + round(margin_s * 1e9)
+        lost = [
+            booking
+            for booking in self._parked.values()
+            if booking.prebooking_id not in still_claimed and booking.target_ns > deadline_ns
+        ]
+        for booking in lost:
+            booking.task.cancel()
+        await asyncio.gather(*(booking.task for booking in lost), return_exceptions=True)
+
+        for booking in lost:
+            await self._firer.discard(booking.staged)
+            await booking.booking_session.aclose()
+            logger.warning(
+                "prebooking %s dropped: another executor took it over while this executor's lease had run out "
+                "(fires in %.1f s)",
+                booking.prebooking_id, (booking.target_ns - time.time_ns()) / 1e9,
+            )
+        return len(lost)
+
+    def parked_ids(self) -> list[UUID]:
+        return [booking.prebooking_id for booking in self._parked.values()]
+
     async def _give_back(self, booking: ParkedBooking, limit: asyncio.Semaphore) -> None:
         async with limit:
             # A task cancelled before its first step never ran its own clean-up; each call is idempotent.

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from sqlalchemy import delete, insert, update
@@ -34,8 +35,17 @@ REPORT_FAILURE_EVERY = 20
 class LeaseKeeper:
     """Renews one executor's lease every third of ``lease_s`` until stopped."""
 
-    def __init__(self, engine: AsyncEngine, executor_id: str, lease_s: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        executor_id: str,
+        lease_s: float,
+        on_lapse: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``on_lapse`` runs after a renewal that came a whole lease after the previous one, when other
+        executors may have taken over this executor's claims."""
         self._engine = engine
+        self._on_lapse = on_lapse
         self._executor_id = executor_id
         self._lease_s = lease_s
         self._task: asyncio.Task[None] | None = None
@@ -43,6 +53,8 @@ class LeaseKeeper:
         # time.monotonic() of the first renewal of the current run of successful ones, or None.
         self._healthy_since: float | None = None
         self._last_renewed: float | None = None
+        # True when the last renewal came a whole lease or more after the one before it.
+        self._lapsed = False
 
     @property
     def lease_s(self) -> float:
@@ -93,6 +105,8 @@ class LeaseKeeper:
             if self._failures:
                 logger.info("executor lease %s renewed again after %d failures", self._executor_id, self._failures)
                 self._failures = 0
+            if self._lapsed and self._on_lapse is not None:
+                await self._on_lapse()
 
     async def _renew(self) -> None:
         expires_at = utcnow() + timedelta(seconds=self._lease_s)
@@ -105,8 +119,12 @@ class LeaseKeeper:
 
         # A gap of a whole lease between two renewals may have let the lease run out.
         now = time.monotonic()
-        if self._healthy_since is None or self._last_renewed is None or now - self._last_renewed >= self._lease_s:
-            if self._last_renewed is not None:
-                logger.debug("executor lease %s: renewals healthy again (%.2f s since the last one)", self._executor_id, now - self._last_renewed)
+        self._lapsed = self._last_renewed is not None and now - self._last_renewed >= self._lease_s
+        if self._lapsed:
+            logger.warning(
+                "executor lease %s renewed %.2f s after the previous renewal, so it may have run out meanwhile",
+                self._executor_id, now - self._last_renewed,
+            )
+        if self._healthy_since is None or self._lapsed:
             self._healthy_since = now
         self._last_renewed = now

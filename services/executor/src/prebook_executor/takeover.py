@@ -11,7 +11,9 @@ take it. A claim whose target is more than PREBOOK_MAX_LATE_MS past is stored as
 
 The scan waits until this executor's own lease renewals have been succeeding for a
 whole lease, so the first scan after a database outage does not take over the claims of
-live executors that had no chance to renew yet.
+live executors that had no chance to renew yet. The other way round, when this
+executor's own lease may have run out (``check_own_claims``), it drops the parked
+bookings that another executor took over meanwhile, so that only the new holder fires.
 """
 
 from __future__ import annotations
@@ -37,13 +39,19 @@ logger = logging.getLogger(__name__)
 TAKEOVER_WORKERS = 16
 # A failed scan is logged on the first failure of a streak and then every this many.
 REPORT_FAILURE_EVERY = 20
+# A booking lost to another executor is still fired here when due within this, because
+# cancelling it so close to the target could not be told apart from a late fire.
+LOST_CLAIM_MARGIN_S = 0.1
 
 
 class TakeoverScanner:
     """Looks for claims of executors whose lease ran out, and takes them over, until stopped."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, lease: LeaseKeeper, handler: PrepareHandler) -> None:
+    def __init__(
+        self, settings: Settings, engine: AsyncEngine, executor_id: str, lease: LeaseKeeper, handler: PrepareHandler
+    ) -> None:
         self._settings = settings
+        self._executor_id = executor_id
         self._sessions = session_factory(engine)
         self._lease = lease
         self._handler = handler
@@ -78,6 +86,9 @@ class TakeoverScanner:
         if room <= 0:
             return 0
         rows = await self._orphaned_claims(room)
+        if self._failures:
+            logger.info("takeover scan works again after %d failures", self._failures)
+            self._failures = 0
 
         started = 0
         for row in rows:
@@ -93,6 +104,26 @@ class TakeoverScanner:
             task.add_done_callback(self._running.discard)
             started += 1
         return started
+
+    async def check_own_claims(self) -> None:
+        """Drop parked bookings whose claim another executor took over while this executor's lease had run out."""
+        parked = self._handler.parked_ids()
+        if not parked:
+            return
+        statement = select(Prebooking.id).where(
+            Prebooking.claimed_by == self._executor_id, Prebooking.status.in_(TAKEOVER_STATUSES)
+        )
+        try:
+            async with self._sessions() as session:
+                still_claimed = set((await session.execute(statement)).scalars().all())
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("own claims not checked after a lease lapse (%s: %s)", type(exc).__name__, exc)
+            return
+        dropped = await self._handler.drop_lost(still_claimed, LOST_CLAIM_MARGIN_S)
+        logger.info(
+            "own claims checked after a lease lapse: %d of %d parked bookings still claimed here, %d dropped",
+            len(parked) - dropped, len(parked), dropped,
+        )
 
     async def _take_over(self, row: Prebooking) -> None:
         async with self._limit:
@@ -129,7 +160,3 @@ class TakeoverScanner:
                     logger.warning(
                         "takeover scan failed (%s: %s, failure %d in a row)", type(exc).__name__, exc, self._failures
                     )
-                continue
-            if self._failures:
-                logger.info("takeover scan works again after %d failures", self._failures)
-                self._failures = 0
