@@ -21,12 +21,16 @@ executor's scan takes them over.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from dataclasses import dataclass, replace
 from uuid import UUID
 
 from faststream.nats.message import NatsMessage
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 from sqlalchemy.exc import SQLAlchemyError
 
 from prebook_common.aimharder import BookRequest, build_book_request
@@ -153,7 +157,14 @@ class PrepareHandler:
     async def _run_prepare(self, event: PrebookingPrepare, delivery: Delivery) -> None:
         # The prepare step runs in its own task, shielded, because stopping the
         # subscriber cancels its handlers and a half-done claim must not be left behind.
-        task = asyncio.create_task(self._prepare(event, delivery), name=f"prepare-{event.prebooking_id}")
+        # The task starts from an empty context, because the handler's context holds the
+        # JetStream message and FastStream's span, and every task that the prepare step
+        # creates (the booking's, the staged connections' readers) would keep a copy alive
+        # until the booking fires. Only the span's ids carry over, as the trace's parent.
+        parent = trace.get_current_span().get_span_context()
+        task = asyncio.create_task(
+            self._prepare(event, delivery, parent), name=f"prepare-{event.prebooking_id}", context=contextvars.Context()
+        )
         self._preparing.add(task)
         task.add_done_callback(self._preparing.discard)
         await asyncio.shield(task)
@@ -246,7 +257,8 @@ class PrepareHandler:
         while self._parked:
             await asyncio.gather(*self._parked, return_exceptions=True)
 
-    async def _prepare(self, event: PrebookingPrepare, delivery: Delivery) -> None:
+    async def _prepare(self, event: PrebookingPrepare, delivery: Delivery, parent: SpanContext) -> None:
+        otel_context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
         if event.prebooking_id in self._held:
             logger.info(
                 "prebooking %s: %s reached the executor that already holds it; left to the holder",
