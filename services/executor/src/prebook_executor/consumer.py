@@ -25,6 +25,7 @@ import contextvars
 import logging
 import time
 from dataclasses import dataclass, replace
+from datetime import date
 from uuid import UUID
 
 from faststream.nats.message import NatsMessage
@@ -93,6 +94,26 @@ class ParkedBooking:
     booking_session: BookingSession
     staged: list[StagedRequest]
     task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BookingTarget:
+    """The fields of a claimed prebooking that its fire and a re-login need.
+
+    A parked booking keeps this in place of the ORM row, which holds far more memory.
+    """
+
+    id: UUID
+    user_email: str
+    box_subdomain: str
+    class_id: str
+    class_day: date
+    insist: bool
+    family_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Prebooking) -> BookingTarget:
+        return cls(row.id, row.user_email, row.box_subdomain, row.class_id, row.class_day, row.insist, row.family_id)
 
 
 class PrepareHandler:
@@ -329,8 +350,8 @@ class PrepareHandler:
 
         # 2. Claim, or take over the claim of an executor that died or handed it back. From
         # here on the lease protects the claim, so the event is acknowledged.
-        claimed = await self._claims.claim(prebooking_id, stream_seq)
-        if claimed is None:
+        claimed_row = await self._claims.claim(prebooking_id, stream_seq)
+        if claimed_row is None:
             current = await self._claims.get(prebooking_id)
             if current is not None and current.status in TAKEOVER_STATUSES and current.claim_seq == stream_seq:
                 # Held by an executor with a live lease, as when a NATS restart redelivers an event whose ack
@@ -346,6 +367,7 @@ class PrepareHandler:
             await delivery.ack()
             return False
         await delivery.ack()
+        claimed = BookingTarget.from_row(claimed_row)
         if row.status in TAKEOVER_STATUSES and row.claim_seq == stream_seq:
             holder = f"executor {row.claimed_by}, whose lease ran out" if row.claimed_by else "an executor that released it"
             logger.warning(
@@ -397,7 +419,7 @@ class PrepareHandler:
             self._held.discard(booking.prebooking_id)
 
     async def _fire_and_finish(
-        self, event: PrebookingPrepare, booking: ParkedBooking, prebooking: Prebooking, request: BookRequest, timeline: Timeline
+        self, event: PrebookingPrepare, booking: ParkedBooking, prebooking: BookingTarget, request: BookRequest, timeline: Timeline
     ) -> None:
         target_ns = timeline.target_ns
         booking_session = booking.booking_session
@@ -415,7 +437,7 @@ class PrepareHandler:
         await self._completion.write(event, outcome, timeline)
 
     async def _relogin_and_fire_again(
-        self, prebooking: Prebooking, booking_session: BookingSession, result: FireResult, target_ns: int
+        self, prebooking: BookingTarget, booking_session: BookingSession, result: FireResult, target_ns: int
     ) -> FireResult:
         """Log in again after a logout at fire time and fire once more, until the re-login deadline."""
         prebooking_id = prebooking.id
@@ -470,7 +492,7 @@ class PrepareHandler:
         await delivery.ack()
 
 
-def _book_request(settings: Settings, prebooking: Prebooking, cookies: dict[str, str]) -> BookRequest:
+def _book_request(settings: Settings, prebooking: BookingTarget, cookies: dict[str, str]) -> BookRequest:
     return build_book_request(
         settings.aimharder_box_url(prebooking.box_subdomain),
         class_id=prebooking.class_id,
@@ -481,7 +503,7 @@ def _book_request(settings: Settings, prebooking: Prebooking, cookies: dict[str,
     )
 
 
-def _auth_failed_message(prebooking: Prebooking, booking_session: BookingSession) -> str:
+def _auth_failed_message(prebooking: BookingTarget, booking_session: BookingSession) -> str:
     if booking_session.secrets.credentials is None:
         cause = "and no credentials are stored to log in again"
     else:
