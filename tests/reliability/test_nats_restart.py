@@ -75,7 +75,7 @@ async def test_restart_before_target_fires_once(start: DeploymentFactory, own_na
     assert (await deployment.subject_counts()).get("prepare") == 1
     # The event was acknowledged once the booking was claimed, so the restarted server has
     # nothing to redeliver, and a redelivery of a lost acknowledgement is left to the live
-    # holder. Either way, the booking is parked once and nobody takes it over.
+    # holder. Either way, the booking is parked once and no executor takes it over.
     logs = [executor.logs_since_start() for executor in deployment.executors]
     assert sum(log.count(f"prebooking {prebooking_id} parked") for log in logs) == 1
     assert not any(f"prebooking {prebooking_id} taken over" in log for log in logs)

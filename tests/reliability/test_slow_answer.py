@@ -1,4 +1,4 @@
-"""A booking parked for seconds and then answered slowly stays with its executor: no redelivery, no takeover."""
+"""A booking parked for seconds, then waiting long for AimHarder's response, stays with its executor."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ FULL_REDELIVERY_DELAY_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """How a booking came to the prepare step: a JetStream message, or the takeover scan.
+    """Source of a booking in the prepare step: a JetStream message, or the takeover scan.
 
     ``stream_seq`` is the stream sequence of the prepare event that claimed the booking
     first, which a takeover keeps. ``message`` is None for a takeover found by the scan.
@@ -84,7 +84,7 @@ class Delivery:
             )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ParkedBooking:
     """A booking waiting for its instant, with what handing it back needs."""
 
@@ -100,7 +100,7 @@ class ParkedBooking:
 class BookingTarget:
     """The fields of a claimed prebooking that its fire and a re-login need.
 
-    A parked booking keeps this in place of the ORM row, which holds far more memory.
+    A parked booking keeps this in place of the ORM row, which takes far more memory.
     """
 
     id: UUID
@@ -178,7 +178,7 @@ class PrepareHandler:
     async def _run_prepare(self, event: PrebookingPrepare, delivery: Delivery) -> None:
         # The prepare step runs in its own task, shielded, because stopping the
         # subscriber cancels its handlers and a half-done claim must not be left behind.
-        # The task starts from an empty context, because the handler's context holds the
+        # The task starts from an empty context, because the handler's context contains the
         # JetStream message and FastStream's span, and every task that the prepare step
         # creates (the booking's, the staged connections' readers) would keep a copy alive
         # until the booking fires. Only the span's ids carry over, as the trace's parent.
@@ -294,7 +294,7 @@ class PrepareHandler:
         try:
             parked = await self._prepare_steps(event, delivery, target_ns)
         except Exception:
-            # The claim may have been made, and nobody would take it over while this executor's lease lives.
+            # The claim may have been made, and no other executor takes it over while this executor's lease is live.
             await self._release_unparked(event.prebooking_id, delivery.stream_seq)
             raise
         finally:

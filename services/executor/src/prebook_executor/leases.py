@@ -7,7 +7,7 @@ lease has run out, which happens when the executor dies or stops renewing.
 
 A lease that runs out during a database outage would let the first scan after the
 outage take over the claims of executors that are alive and just have not renewed yet.
-So ``healthy_for_s`` tells the scan how long this executor's own renewals have been
+So ``healthy_for_s`` returns how long this executor's own renewals have been
 succeeding in a row, and the scan takes nothing over until that is a whole lease.
 """
 

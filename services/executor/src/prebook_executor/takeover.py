@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 TAKEOVER_WORKERS = 16
 # A failed scan is logged on the first failure of a streak and then every this many.
 REPORT_FAILURE_EVERY = 20
-# A booking lost to another executor is still fired here when due within this, because
-# cancelling it so close to the target could not be told apart from a late fire.
+# A booking lost to another executor is still fired here when due within this, so that a
+# cancel never meets the FireClock's guard window, where the final byte may be on its way.
 LOST_CLAIM_MARGIN_S = 0.1
 
 

@@ -22,7 +22,7 @@ from prebook_executor.claims import Outcome
 from prebook_executor.firing import FireResult
 
 
-@dataclass
+@dataclass(slots=True)
 class Timeline:
     """Epoch-nanosecond instants of one booking, filled in as it goes."""
 
