@@ -45,7 +45,7 @@ from prebook_executor.completion import CompletionWriter
 from prebook_executor.firing import FireResult, Firer
 from prebook_executor.sessions import BookingSession, SessionKeeper, SessionUnavailable, renew_hint
 from prebook_executor.staging import StagedRequest
-from prebook_executor.timeline import Timeline
+from prebook_executor.timeline import PrepareFacts, Timeline
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +319,8 @@ class PrepareHandler:
         """Skip, claim, load and stage one booking; return True when it was parked."""
         stream_seq = delivery.stream_seq
         prebooking_id = event.prebooking_id
-        timeline = Timeline(event, target_ns)
+        facts = PrepareFacts.of(event)
+        timeline = Timeline(facts, target_ns)
         logger.debug(
             "prepare event for prebooking %s: target %d ms, stream seq %d, %s, qstash retried %d",
             prebooking_id, event.execute_at_ms, stream_seq, delivery.describe(), event.retried,
@@ -345,7 +346,7 @@ class PrepareHandler:
 
         late_ms = (time.time_ns() - target_ns) / 1_000_000
         if late_ms > self._settings.max_late_ms:
-            await self._store_missed(event, delivery, late_ms, timeline)
+            await self._store_missed(facts, delivery, late_ms, timeline)
             return False
 
         # 2. Claim, or take over the claim of an executor that died or handed it back. From
@@ -381,7 +382,7 @@ class PrepareHandler:
             booking_session = await self._sessions.open_for_booking(claimed.user_email, prebooking_id=prebooking_id, budget_s=budget_s)
         except SessionUnavailable as exc:
             outcome = Outcome(PrebookingStatus.FAILED, error_code=exc.error_code, error_message=str(exc))
-            await self._finish(event, delivery, outcome, timeline)
+            await self._finish(facts, delivery, outcome, timeline)
             return False
 
         # 4. Stage connections, then commit to firing. The session stays held until the fire ends.
@@ -407,7 +408,7 @@ class PrepareHandler:
 
         booking = ParkedBooking(prebooking_id, stream_seq, target_ns, booking_session, staged)
         booking.task = asyncio.create_task(
-            self._fire_and_finish(event, booking, claimed, request, timeline), name=f"booking-{prebooking_id}"
+            self._fire_and_finish(facts, booking, claimed, request, timeline), name=f"booking-{prebooking_id}"
         )
         self._parked[booking.task] = booking
         booking.task.add_done_callback(self._forget_parked)
@@ -419,7 +420,7 @@ class PrepareHandler:
             self._held.discard(booking.prebooking_id)
 
     async def _fire_and_finish(
-        self, event: PrebookingPrepare, booking: ParkedBooking, prebooking: BookingTarget, request: BookRequest, timeline: Timeline
+        self, event: PrepareFacts, booking: ParkedBooking, prebooking: BookingTarget, request: BookRequest, timeline: Timeline
     ) -> None:
         target_ns = timeline.target_ns
         booking_session = booking.booking_session
@@ -482,12 +483,12 @@ class PrepareHandler:
             logger.warning("prebooking %s: re-login after the logout failed: %s: %s", prebooking_id, type(exc).__name__, exc)
             return None
 
-    async def _store_missed(self, event: PrebookingPrepare, delivery: Delivery, late_ms: float, timeline: Timeline) -> None:
+    async def _store_missed(self, event: PrepareFacts, delivery: Delivery, late_ms: float, timeline: Timeline) -> None:
         reason = f"prepare event arrived {late_ms:.0f} ms after the target, over PREBOOK_MAX_LATE_MS={self._settings.max_late_ms}"
         logger.warning("prebooking %s missed: %s", event.prebooking_id, reason)
         await self._finish(event, delivery, Outcome(PrebookingStatus.MISSED, error_code="MISSED", error_message=reason), timeline)
 
-    async def _finish(self, event: PrebookingPrepare, delivery: Delivery, outcome: Outcome, timeline: Timeline) -> None:
+    async def _finish(self, event: PrepareFacts, delivery: Delivery, outcome: Outcome, timeline: Timeline) -> None:
         await self._completion.write(event, outcome, timeline)
         await delivery.ack()
 
