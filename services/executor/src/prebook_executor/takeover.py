@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from uuid import UUID
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
 
 from prebook_common.db import session_factory
 from prebook_common.models import ExecutorLease, Prebooking, utcnow
@@ -57,6 +59,9 @@ class TakeoverScanner:
         self._handler = handler
         self._limit = asyncio.Semaphore(TAKEOVER_WORKERS)
         self._running: set[asyncio.Task[None]] = set()
+        # Prebookings with a takeover started and not yet ended, some still waiting for a worker,
+        # so that the next scan does not start a second one.
+        self._queued: set[UUID] = set()
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
 
@@ -82,23 +87,25 @@ class TakeoverScanner:
             logger.debug("takeover scan skipped: own lease renewed without a lapse for %.2f s of %.2f s", healthy_s, lease_s)
             return 0
 
-        room = self._settings.executor_max_parked - self._handler.held_count()
+        # Queued takeovers count against the room, and the query finds them again.
+        room = self._settings.executor_max_parked - self._handler.held_count() - len(self._queued)
         if room <= 0:
             return 0
-        rows = await self._orphaned_claims(room)
+        rows = await self._orphaned_claims(room + len(self._queued))
         if self._failures:
             logger.info("takeover scan works again after %d failures", self._failures)
             self._failures = 0
 
         started = 0
         for row in rows:
-            if self._handler.stopping or not self._handler.has_room():
+            if self._handler.stopping or started >= room:
                 break
-            if self._handler.holds(row.id):
+            if self._handler.holds(row.id) or row.id in self._queued:
                 continue
             logger.debug(
                 "takeover scan found prebooking %s claimed by %s (target %d ms)", row.id, row.claimed_by, row.execute_at_ms
             )
+            self._queued.add(row.id)
             task = asyncio.create_task(self._take_over(row), name=f"takeover-{row.id}")
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -115,7 +122,7 @@ class TakeoverScanner:
         )
         try:
             async with self._sessions() as session:
-                still_claimed = set((await session.execute(statement)).scalars().all())
+                still_claimed = set((await session.exec(statement)).all())
         except (SQLAlchemyError, OSError) as exc:
             logger.warning("own claims not checked after a lease lapse (%s: %s)", type(exc).__name__, exc)
             return
@@ -126,11 +133,13 @@ class TakeoverScanner:
         )
 
     async def _take_over(self, row: Prebooking) -> None:
-        async with self._limit:
-            try:
+        try:
+            async with self._limit:
                 await self._handler.take_over(row)
-            except Exception as exc:  # noqa: BLE001  (the next scan finds the released claim again)
-                logger.warning("takeover of prebooking %s failed: %s: %s", row.id, type(exc).__name__, exc)
+        except Exception as exc:  # noqa: BLE001  (the next scan finds the released claim again)
+            logger.warning("takeover of prebooking %s failed: %s: %s", row.id, type(exc).__name__, exc)
+        finally:
+            self._queued.discard(row.id)
 
     async def _orphaned_claims(self, limit: int) -> list[Prebooking]:
         holder_alive = exists().where(
@@ -144,7 +153,7 @@ class TakeoverScanner:
             .limit(limit)
         )
         async with self._sessions() as session:
-            return list((await session.execute(statement)).scalars().all())
+            return list((await session.exec(statement)).all())
 
     async def _run(self) -> None:
         interval_s = self._settings.executor_takeover_scan_s
