@@ -3,8 +3,8 @@
 The bookings go through the executor's real consumer path. The benchmark stores the
 prebookings and publishes one prepare event each to JetStream, as the gateway does.
 The executor claims each one, loads its session, stages its connections to the
-simulator (1 + PREBOOK_TOO_EARLY_RETRIES each) and parks it on the FireClock with a
-keepalive task. The targets lie minutes ahead, spread over 100 instants one second
+simulator (1 + PREBOOK_TOO_EARLY_RETRIES each) and parks it on the FireClock, after
+acknowledging its event. The targets lie minutes ahead, spread over 100 instants one second
 apart. Once every booking is parked, the benchmark reads the executor's resident
 memory and CPU time from /proc over a window of ``--window`` seconds, then kills the
 executor before any booking fires.
@@ -37,8 +37,7 @@ INSTANTS = 100
 # measurement window take, so no booking fires during the measurement.
 FIRST_TARGET_AHEAD_S = 300
 PARK_TIMEOUT_S = 600.0
-# Parking stops making progress when redeliveries take over the executor, as they can
-# with a short PREBOOK_ACK_WAIT_S.
+# Parking stops making progress when redeliveries take over the executor.
 STALL_TIMEOUT_S = 30.0
 SETTLE_S = 5.0
 IDLE_WINDOW_S = 5.0
@@ -225,14 +224,14 @@ def main() -> None:
     parser.add_argument(
         "--configurations",
         help="comma-separated BOOKINGS:RETRIES[:ACK_WAIT_S] runs, each in a fresh executor, with RETRIES as "
-        "PREBOOK_TOO_EARLY_RETRIES and ACK_WAIT_S as PREBOOK_ACK_WAIT_S, which sets the in-progress ack "
-        "interval to a third of it (default 10000:0:30,2000:0, or 1000:0:30,1000:0 with --quick)",
+        "PREBOOK_TOO_EARLY_RETRIES and ACK_WAIT_S as PREBOOK_ACK_WAIT_S (default 10000:0,2000:0, or "
+        "1000:0,1000:0:30 with --quick)",
     )
     parser.add_argument("--window", type=float, help="seconds of measurement once all are parked (default 20, 10 with --quick)")
     parser.add_argument("--database", default="postgres", choices=["postgres", "sqlite"], help="database (default postgres)")
     parser.add_argument("--nats-url", help="use this NATS server (JetStream on) instead of starting nats-server")
     arguments = parser.parse_args()
-    default_configurations = "1000:0:30,1000:0" if arguments.quick else "10000:0:30,2000:0"
+    default_configurations = "1000:0,1000:0:30" if arguments.quick else "10000:0,2000:0"
     configurations = parse_configurations(arguments.configurations or default_configurations)
     window_s = arguments.window or (10.0 if arguments.quick else 20.0)
 
@@ -303,16 +302,18 @@ One executor process (`prebook executor`, INFO logging) holds the parked booking
 came through its real consumer path. The benchmark stores the prebookings in a
 {arguments.database} database and publishes one prepare event per prebooking to JetStream
 (a nats-server it starts). The executor claims each one, loads its session, stages
-1 + PREBOOK_TOO_EARLY_RETRIES connections to the simulator, parks it on the FireClock and
-keeps its message in progress with in-progress acknowledgements. The targets lie
+1 + PREBOOK_TOO_EARLY_RETRIES connections to the simulator, acknowledges the event and
+parks the booking on the FireClock. The targets lie
 {FIRST_TARGET_AHEAD_S // 60} minutes ahead, spread over {INSTANTS} instants one second apart. Once all are parked and {SETTLE_S:g} s have passed, the
 benchmark samples the resident set (/proc/PID/statm) every {SAMPLE_INTERVAL_S:g} s and the
 CPU time (/proc/PID/stat) over {window_s:g} s, then kills the executor before any booking
 fires. "Idle" is the same process over {IDLE_WINDOW_S:g} s before the first event. Each
 configuration runs in a fresh executor, simulator, nats-server and database. A parked
-booking sends an in-progress ack every third of PREBOOK_ACK_WAIT_S, so the ack wait sets
-the background work per booking. The redelivered, taken over and parked twice counts come
-from the executor's log, and all three are 0 in a healthy run.
+booking sends nothing while it waits: the executor renews one lease row every third of
+PREBOOK_EXECUTOR_LEASE_S and runs one takeover query every PREBOOK_EXECUTOR_TAKEOVER_SCAN_S,
+whatever the number of bookings, so the ack wait no longer sets the background work. The
+redelivered, taken over and parked twice counts come from the executor's log, and all
+three are 0 in a healthy run.
 
 The default of 3 retries stages 4 connections per booking, so 10,000 bookings would need
 40,000 sockets in the executor and as many in the simulator. This machine's hard limit

@@ -35,15 +35,16 @@ def own_postgres() -> Iterator[PostgresInstance]:
 
 @pytest.mark.slow
 async def test_booking_fires_while_database_down(own_postgres: PostgresInstance, start: DeploymentFactory) -> None:
-    deployment = await start(database_url=own_postgres.url)
-    executor = deployment.executors[0]
+    # Two executors: the leases of both run out during the outage, and the other one must
+    # not take the booking over when the database returns.
+    deployment = await start(database_url=own_postgres.url, executors=2)
     execute_at_ms = now_ms() + LEAD_MS
     await deployment.open_class(8401, execute_at_ms)
     prebooking_id = await deployment.prebook(8401, execute_at_ms)
     async with deployment.gateway_client() as gateway:
         response = await deployment.send_callback(gateway, prebooking_id, execute_at_ms)
     assert response.status_code == 202, response.text
-    await deployment.wait_parked(prebooking_id)
+    executor = await deployment.wait_parked(prebooking_id)
 
     await sleep_until_ms(execute_at_ms - 3000)
     await asyncio.to_thread(own_postgres.stop)
@@ -72,6 +73,9 @@ async def test_booking_fires_while_database_down(own_postgres: PostgresInstance,
     await eventually(completed, timeout_s=15, message="prebooking.completed never reached the stream")
     await asyncio.sleep(3.0)
     assert len(await deployment.book_requests()) == 1
+    logs = "".join(each.logs_since_start() for each in deployment.executors)
+    assert logs.count(f"prebooking {prebooking_id} parked") == 1
+    assert f"prebooking {prebooking_id} taken over" not in logs
     retries = executor.logs_since_start().count(f"storing the outcome of prebooking {prebooking_id} failed")
     print(
         f"database down from 3 s before to 4 s after the target; request arrived "

@@ -159,17 +159,28 @@ class Settings(BaseSettings):
         default=2.0,
         gt=0,
         description=(
-            "JetStream redelivers a prepare event this long after its holder's last in-progress ack, which "
-            "the holder sends every third of it; a shorter wait hands a crashed executor's bookings over sooner."
+            "JetStream redelivers an event that was not acknowledged within this. The executor acknowledges "
+            "a prepare event once it has claimed the prebooking, so the wait covers only the claim."
         ),
     )
-    executor_max_parked: int = Field(default=10_000, gt=0)
+    executor_max_parked: int = Field(
+        default=10_000, gt=0, description="Bookings one executor prepares or holds parked at once; more are left to others."
+    )
     executor_lease_s: float = Field(
-        default=1.0,
+        default=1.5,
         gt=0,
         description=(
-            "An executor renews its lease in the database every third of this; another executor takes over "
-            "its claims only after the lease ran out. Keep it under two thirds of PREBOOK_ACK_WAIT_S."
+            "An executor renews its lease in the database every third of this. Another executor takes over "
+            "its claimed bookings once the lease has run out, so a crashed executor's bookings move within "
+            "about this plus PREBOOK_EXECUTOR_TAKEOVER_SCAN_S."
+        ),
+    )
+    executor_takeover_scan_s: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "How often each executor looks in the database for claimed bookings whose executor's lease ran "
+            "out or that were handed back, and takes them over."
         ),
     )
     executor_handback_margin_s: float = Field(

@@ -1,10 +1,10 @@
 """The executor's FastStream application: one durable pull consumer on prepare events,
-the executor's lease in the database, and the background task that refreshes AimHarder
-sessions.
+the executor's lease in the database, the takeover scan for claims of executors whose
+lease ran out, and the background task that refreshes AimHarder sessions.
 
-On stop, the executor fetches no more events, hands parked bookings that are due later
-than PREBOOK_EXECUTOR_HANDBACK_MARGIN_S back to JetStream for another executor, fires
-the rest, and then exits.
+On stop, the executor fetches no more events and stops its takeover scan, releases the
+claims of parked bookings that are due later than PREBOOK_EXECUTOR_HANDBACK_MARGIN_S so
+that another executor takes them over, fires the rest, and then exits.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from prebook_executor.firing import Firer
 from prebook_executor.leases import LeaseKeeper
 from prebook_executor.session_locks import SessionLocks
 from prebook_executor.sessions import SessionKeeper
+from prebook_executor.takeover import TakeoverScanner
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class Executor:
         self.clock = FireClock(guard_ns=round(settings.guard_ms * 1_000_000))
         self.executor_id = executor_id()
         claims = ClaimStore(self.engine, self.executor_id)
-        self.lease = LeaseKeeper(self.engine, self.executor_id, settings.executor_lease_s)
+        self.lease = LeaseKeeper(self.engine, self.executor_id, settings.executor_lease_s, on_lapse=self._check_own_claims)
         self.sessions = SessionKeeper(
             settings,
             SessionRepository(self.engine, SecretBox(settings.session_encryption_keys.get_secret_value())),
@@ -81,6 +82,8 @@ class Executor:
                 settings, claims, self.broker, (tracer_provider or trace.get_tracer_provider()).get_tracer(telemetry.TRACER_NAME)
             ),
         )
+
+        self.takeover = TakeoverScanner(settings, self.engine, self.executor_id, self.lease, self.handler)
 
         self.subscriber = self.broker.subscriber(
             settings.subject("prepare"),
@@ -99,28 +102,34 @@ class Executor:
         async def on_prepare(event: PrebookingPrepare, message: NatsMessage) -> None:
             await self.handler(event, message)
 
+    async def _check_own_claims(self) -> None:
+        await self.takeover.check_own_claims()
+
     async def start(self) -> None:
         await upgrade(self.engine)
         await self.lease.start()
         await connect_with_retry(self.broker, self.settings)
         await self.broker.start()
+        self.takeover.start()
         if self.settings.session_refresher_enabled:
             self._refresher = asyncio.create_task(self.sessions.run_refresher(), name="session-refresher")
         else:
             logger.info("session refresher disabled by PREBOOK_SESSION_REFRESHER_ENABLED=false")
         logger.info(
             "executor started: consuming %s as durable %s with executor id %s (lead %.1f s, guard %.1f ms, "
-            "fire offset %.1f ms, ack wait %.1f s)",
+            "fire offset %.1f ms, lease %.1f s, takeover scan every %.2f s)",
             self.settings.subject("prepare"), self.settings.executor_durable, self.executor_id,
-            self.settings.lead_s, self.settings.guard_ms, self.settings.fire_offset_ms, self.settings.ack_wait_s,
+            self.settings.lead_s, self.settings.guard_ms, self.settings.fire_offset_ms, self.settings.executor_lease_s,
+            self.settings.executor_takeover_scan_s,
         )
 
     async def stop(self) -> None:
-        # 1. Take no more events. Events fetched but not yet handled are redelivered
-        # by JetStream after PREBOOK_ACK_WAIT_S.
+        # 1. Take no more events and no more takeovers. Events fetched but not yet handled
+        # are redelivered by JetStream after PREBOOK_ACK_WAIT_S.
         logger.info("executor stopping: fetching no more prepare events")
         self.handler.stop_taking()
         await self.subscriber.stop()
+        await self.takeover.stop()
         await self.handler.wait_prepared()
 
         # 2. Hand back what another executor has time to prepare; fire the rest here.

@@ -10,14 +10,14 @@ from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 
 from prebook_common.errors import PublishError
-from prebook_common.events import PrebookingCompleted, PrebookingPrepare
+from prebook_common.events import PrebookingCompleted
 from prebook_common.settings import Settings
 from prebook_common.streams import publish_event
 from prebook_executor.claims import ClaimStore, Outcome
 from prebook_executor.retrying import retry_until_done
 
 if TYPE_CHECKING:
-    from prebook_executor.timeline import Timeline
+    from prebook_executor.timeline import PrepareFacts, Timeline
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class CompletionWriter:
         self._claims = claims
         self._broker = broker
 
-    async def write(self, event: PrebookingPrepare, outcome: Outcome, timeline: Timeline) -> None:
+    async def write(self, event: PrepareFacts, outcome: Outcome, timeline: Timeline) -> None:
         """Store ``outcome``, log and trace it, then publish it; storing and publishing retry until done."""
         prebooking_id = event.prebooking_id
         stored = await retry_until_done(

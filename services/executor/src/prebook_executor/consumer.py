@@ -1,30 +1,37 @@
 """The prepare step: from a ``prebooking.prepare`` event to a booking parked on the timer.
 
 For each event: skip what is stale, late or already taken (acknowledged, with a log line
-that gives the reason), claim the prebooking, load the session (refreshed first when it is old,
-see ``sessions.py``), build and stage the request, mark the prebooking ``firing``, and
-hand it to a background task that waits, fires, stores the outcome, publishes
-``prebooking.completed`` and acknowledges the message. The handler returns right after
-staging, so many bookings can be parked at once. When AimHarder responds to the fire with
+that gives the reason), claim the prebooking and acknowledge the event, load the session
+(refreshed first when it is old, see ``sessions.py``), build and stage the request, mark
+the prebooking ``firing``, and hand it to a background task that waits, fires, stores the
+outcome and publishes ``prebooking.completed``. The handler returns right after staging,
+so many bookings can be parked at once. When AimHarder responds to the fire with
 ``{"logout": 1}``, the task logs in again with stored credentials and fires once more,
 until ``PREBOOK_SESSION_RELOGIN_DEADLINE_S`` after the target.
 
-In-progress acks (``keepalive.py``) run from the event's arrival until its final ack. A
-redelivery that finds the prebooking claimed by an executor with a live lease is
-negatively acknowledged with a delay: the holder's in-progress acks cancel that delay,
-and if the holder died the event comes back once it ends. On shutdown, ``hand_back``
-gives parked bookings that are not due soon back to JetStream for another executor.
+Once claimed, a booking no longer depends on its JetStream message: the executor's lease
+(``leases.py``) protects the claim, and when the lease runs out the takeover scan of
+another executor (``takeover.py``) takes the booking over through ``take_over``, which
+runs the same steps without a message. A redelivery that finds the prebooking claimed
+by an executor with a live lease is acknowledged and left to that executor. On shutdown,
+``hand_back`` releases the claims of parked bookings that are not due soon, so another
+executor's scan takes them over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from dataclasses import dataclass, replace
+from datetime import date
 from uuid import UUID
 
 from faststream.nats.message import NatsMessage
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 from sqlalchemy.exc import SQLAlchemyError
 
 from prebook_common.aimharder import BookRequest, build_book_request
@@ -36,10 +43,9 @@ from prebook_common.settings import Settings
 from prebook_executor.claims import TAKEOVER_STATUSES, ClaimStore, Outcome
 from prebook_executor.completion import CompletionWriter
 from prebook_executor.firing import FireResult, Firer
-from prebook_executor.keepalive import start_keepalive, stop_keepalive
 from prebook_executor.sessions import BookingSession, SessionKeeper, SessionUnavailable, renew_hint
 from prebook_executor.staging import StagedRequest
-from prebook_executor.timeline import Timeline
+from prebook_executor.timeline import PrepareFacts, Timeline
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +53,67 @@ logger = logging.getLogger(__name__)
 STAGING_RESERVE_S = 1.0
 # Parked bookings released and handed back at the same time during a shutdown.
 HAND_BACK_CONCURRENCY = 32
+# Delay before JetStream redelivers a prepare event that found this executor full.
+FULL_REDELIVERY_DELAY_S = 1.0
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Source of a booking in the prepare step: a JetStream message, or the takeover scan.
+
+    ``stream_seq`` is the stream sequence of the prepare event that claimed the booking
+    first, which a takeover keeps. ``message`` is None for a takeover found by the scan.
+    """
+
+    stream_seq: int
+    message: NatsMessage | None = None
+    number: int = 0
+
+    def describe(self) -> str:
+        return "found by the takeover scan" if self.message is None else f"delivery {self.number}"
+
+    async def ack(self) -> None:
+        if self.message is None:
+            return
+        try:
+            await self.message.ack()
+        except Exception as exc:  # noqa: BLE001  (nats-py raises several types; a redelivery finds the row settled)
+            logger.warning(
+                "prepare event of stream seq %d not acknowledged (%s: %s); its redelivery will find the booking claimed",
+                self.stream_seq, type(exc).__name__, exc,
+            )
+
+
+@dataclass(eq=False, slots=True)
 class ParkedBooking:
     """A booking waiting for its instant, with what handing it back needs."""
 
     prebooking_id: UUID
     stream_seq: int
     target_ns: int
-    message: NatsMessage
     booking_session: BookingSession
     staged: list[StagedRequest]
-    keepalive: asyncio.Task[None]
     task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BookingTarget:
+    """The fields of a claimed prebooking that its fire and a re-login need.
+
+    A parked booking keeps this in place of the ORM row, which takes far more memory.
+    """
+
+    id: UUID
+    user_email: str
+    box_subdomain: str
+    class_id: str
+    class_day: date
+    insist: bool
+    family_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Prebooking) -> BookingTarget:
+        return cls(row.id, row.user_email, row.box_subdomain, row.class_id, row.class_day, row.insist, row.family_id)
 
 
 class PrepareHandler:
@@ -74,9 +127,9 @@ class PrepareHandler:
         self._completion = completion
         self._preparing: set[asyncio.Task[None]] = set()
         self._parked: dict[asyncio.Task[None], ParkedBooking] = {}
-        # Prebookings this process is preparing or holding parked. A redelivery of one of
-        # them (its in-progress acks fell behind, or its lease lapsed under load) must not
-        # be claimed again by the same process, which would fire it twice.
+        # Prebookings this process is preparing or holding parked. A redelivery or a takeover
+        # of one of them (after its lease lapsed under load) must not claim it again in the
+        # same process, which would fire it twice.
         self._held: set[UUID] = set()
         self._stopping = False
 
@@ -85,10 +138,54 @@ class PrepareHandler:
             logger.info("prebooking %s handed back unprepared: the executor is stopping", event.prebooking_id)
             await message.nack()
             return
+        if not self.has_room():
+            logger.warning(
+                "prebooking %s left to other executors: this one holds %d bookings, PREBOOK_EXECUTOR_MAX_PARKED=%d",
+                event.prebooking_id, len(self._held), self._settings.executor_max_parked,
+            )
+            await message.nack(delay=FULL_REDELIVERY_DELAY_S)
+            return
 
+        metadata = message.raw_message.metadata
+        delivery = Delivery(metadata.sequence.stream, message, metadata.num_delivered)
+        await self._run_prepare(event, delivery)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def has_room(self) -> bool:
+        """Return whether this executor may take one more booking under PREBOOK_EXECUTOR_MAX_PARKED."""
+        return len(self._held) < self._settings.executor_max_parked
+
+    def holds(self, prebooking_id: UUID) -> bool:
+        return prebooking_id in self._held
+
+    def held_count(self) -> int:
+        return len(self._held)
+
+    async def take_over(self, row: Prebooking) -> None:
+        """Prepare and park a booking that another executor claimed and lost, found by the takeover scan."""
+        event = PrebookingPrepare(
+            prebooking_id=row.id,
+            box_subdomain=row.box_subdomain,
+            box_aimharder_id=row.box_aimharder_id,
+            execute_at_ms=row.execute_at_ms,
+            received_at_ns=time.time_ns(),
+        )
+        await self._run_prepare(event, Delivery(row.claim_seq))
+
+    async def _run_prepare(self, event: PrebookingPrepare, delivery: Delivery) -> None:
         # The prepare step runs in its own task, shielded, because stopping the
         # subscriber cancels its handlers and a half-done claim must not be left behind.
-        task = asyncio.create_task(self._prepare(event, message), name=f"prepare-{event.prebooking_id}")
+        # The task starts from an empty context, because the handler's context contains the
+        # JetStream message and FastStream's span, and every task that the prepare step
+        # creates (the booking's, the staged connections' readers) would keep a copy alive
+        # until the booking fires. Only the span's ids carry over, as the trace's parent.
+        parent = trace.get_current_span().get_span_context()
+        task = asyncio.create_task(
+            self._prepare(event, delivery, parent), name=f"prepare-{event.prebooking_id}", context=contextvars.Context()
+        )
         self._preparing.add(task)
         task.add_done_callback(self._preparing.discard)
         await asyncio.shield(task)
@@ -107,12 +204,11 @@ class PrepareHandler:
             await asyncio.gather(*self._preparing, return_exceptions=True)
 
     async def hand_back(self, margin_s: float) -> tuple[int, int]:
-        """Give every parked booking due more than ``margin_s`` from now back to JetStream.
+        """Give every parked booking due more than ``margin_s`` from now back to the other executors.
 
-        Each such booking's task is cancelled, its staged connections closed, its claim
-        released and its message negatively acknowledged, so JetStream redelivers it at
-        once to another executor. Returns how many were handed back and how many stay
-        to fire here.
+        Each such booking's task is cancelled, its staged connections closed and its
+        claim released, so the next takeover scan of another executor takes it over.
+        Returns how many were handed back and how many stay to fire here.
         """
         deadline_ns = time.time_ns() + round(margin_s * 1e9)
         leaving = [booking for booking in self._parked.values() if booking.target_ns > deadline_ns]
@@ -125,10 +221,39 @@ class PrepareHandler:
         await asyncio.gather(*(self._give_back(booking, limit) for booking in leaving))
         return len(leaving), len(self._parked)
 
+    async def drop_lost(self, still_claimed: set[UUID], margin_s: float) -> int:
+        """Cancel parked bookings that are no longer claimed by this executor, unless due within ``margin_s``.
+
+        Another executor takes a booking over when this executor's lease runs out, for
+        example while its event loop was blocked. Without this, both would fire it.
+        Returns how many were dropped.
+        """
+        deadline_ns = time.time_ns() + round(margin_s * 1e9)
+        lost = [
+            booking
+            for booking in self._parked.values()
+            if booking.prebooking_id not in still_claimed and booking.target_ns > deadline_ns
+        ]
+        for booking in lost:
+            booking.task.cancel()
+        await asyncio.gather(*(booking.task for booking in lost), return_exceptions=True)
+
+        for booking in lost:
+            await self._firer.discard(booking.staged)
+            await booking.booking_session.aclose()
+            logger.warning(
+                "prebooking %s dropped: another executor took it over while this executor's lease had run out "
+                "(fires in %.1f s)",
+                booking.prebooking_id, (booking.target_ns - time.time_ns()) / 1e9,
+            )
+        return len(lost)
+
+    def parked_ids(self) -> list[UUID]:
+        return [booking.prebooking_id for booking in self._parked.values()]
+
     async def _give_back(self, booking: ParkedBooking, limit: asyncio.Semaphore) -> None:
         async with limit:
             # A task cancelled before its first step never ran its own clean-up; each call is idempotent.
-            await stop_keepalive(booking.keepalive)
             await self._firer.discard(booking.staged)
             await booking.booking_session.aclose()
 
@@ -137,18 +262,12 @@ class PrepareHandler:
             except (SQLAlchemyError, OSError) as exc:
                 # Another executor takes it over anyway once this executor's lease runs out.
                 logger.warning(
-                    "prebooking %s: claim not released (%s: %s); handing its message back anyway",
+                    "prebooking %s: claim not released (%s: %s); another executor takes it over once this "
+                    "executor's lease runs out",
                     booking.prebooking_id, type(exc).__name__, exc,
                 )
                 released = False
 
-            try:
-                await booking.message.nack()
-            except Exception as exc:  # noqa: BLE001  (nats-py raises several types; JetStream redelivers anyway)
-                logger.warning(
-                    "prebooking %s: negative ack failed (%s: %s); JetStream redelivers it after PREBOOK_ACK_WAIT_S=%.1f",
-                    booking.prebooking_id, type(exc).__name__, exc, self._settings.ack_wait_s,
-                )
             logger.info(
                 "prebooking %s handed back for another executor (fires in %.1f s, claim %s)",
                 booking.prebooking_id, (booking.target_ns - time.time_ns()) / 1e9, "released" if released else "kept",
@@ -159,89 +278,102 @@ class PrepareHandler:
         while self._parked:
             await asyncio.gather(*self._parked, return_exceptions=True)
 
-    async def _prepare(self, event: PrebookingPrepare, message: NatsMessage) -> None:
+    async def _prepare(self, event: PrebookingPrepare, delivery: Delivery, parent: SpanContext) -> None:
+        otel_context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
         if event.prebooking_id in self._held:
             logger.info(
-                "prebooking %s: redelivered to the executor that already holds it; left to the holder",
-                event.prebooking_id,
+                "prebooking %s: %s reached the executor that already holds it; left to the holder",
+                event.prebooking_id, delivery.describe(),
             )
-            await message.nack(delay=self._settings.ack_wait_s)
+            await delivery.ack()
             return
 
         self._held.add(event.prebooking_id)
         target_ns = event.execute_at_ms * 1_000_000 + round(self._settings.fire_offset_ms * 1_000_000)
-        keepalive = start_keepalive(
-            message.in_progress, ack_wait_s=self._settings.ack_wait_s, target_ns=target_ns, prebooking_id=event.prebooking_id
-        )
         parked = False
         try:
-            parked = await self._prepare_steps(event, message, target_ns, keepalive)
+            parked = await self._prepare_steps(event, delivery, target_ns)
+        except Exception:
+            # The claim may have been made, and no other executor takes it over while this executor's lease is live.
+            await self._release_unparked(event.prebooking_id, delivery.stream_seq)
+            raise
         finally:
             if not parked:
                 self._held.discard(event.prebooking_id)
-                await stop_keepalive(keepalive)
 
-    async def _prepare_steps(
-        self, event: PrebookingPrepare, message: NatsMessage, target_ns: int, keepalive: asyncio.Task[None]
-    ) -> bool:
-        """Skip, claim, load and stage one booking; return True when it was parked with ``keepalive``."""
-        metadata = message.raw_message.metadata
-        stream_seq = metadata.sequence.stream
+    async def _release_unparked(self, prebooking_id: UUID, stream_seq: int) -> None:
+        """Give up this executor's claim, if it made one, after the prepare step failed, so a takeover scan tries again."""
+        try:
+            released = await self._claims.release(prebooking_id, stream_seq)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning(
+                "prebooking %s: claim not released after its prepare step failed (%s: %s); it is taken over "
+                "once this executor's lease runs out",
+                prebooking_id, type(exc).__name__, exc,
+            )
+            return
+        if released:
+            logger.warning("prebooking %s: prepare step failed after the claim; claim released for a takeover scan", prebooking_id)
+
+    async def _prepare_steps(self, event: PrebookingPrepare, delivery: Delivery, target_ns: int) -> bool:
+        """Skip, claim, load and stage one booking; return True when it was parked."""
+        stream_seq = delivery.stream_seq
         prebooking_id = event.prebooking_id
-        timeline = Timeline(event, target_ns)
+        facts = PrepareFacts.of(event)
+        timeline = Timeline(facts, target_ns)
         logger.debug(
-            "prepare event for prebooking %s: target %d ms, stream seq %d, delivery %d, qstash retried %d",
-            prebooking_id, event.execute_at_ms, stream_seq, metadata.num_delivered, event.retried,
+            "prepare event for prebooking %s: target %d ms, stream seq %d, %s, qstash retried %d",
+            prebooking_id, event.execute_at_ms, stream_seq, delivery.describe(), event.retried,
         )
 
         # 1. Skip what must not fire.
         row = await self._claims.get(prebooking_id)
         if row is None:
             logger.warning("prebooking %s skipped: not found in the database", prebooking_id)
-            await message.ack()
+            await delivery.ack()
             return False
         if row.execute_at_ms != event.execute_at_ms:
             logger.warning(
                 "prebooking %s skipped: event targets %d but the prebooking now executes at %d (stale callback)",
                 prebooking_id, event.execute_at_ms, row.execute_at_ms,
             )
-            await message.ack()
+            await delivery.ack()
             return False
         if row.status in FINAL_STATUSES:
             logger.info("prebooking %s skipped: already %s (duplicate delivery)", prebooking_id, row.status)
-            await message.ack()
+            await delivery.ack()
             return False
 
         late_ms = (time.time_ns() - target_ns) / 1_000_000
         if late_ms > self._settings.max_late_ms:
-            await self._store_missed(event, message, late_ms, timeline)
+            await self._store_missed(facts, delivery, late_ms, timeline)
             return False
 
-        # 2. Claim, or take over the claim of an executor that died or handed it back.
-        claimed = await self._claims.claim(prebooking_id, stream_seq)
-        if claimed is None:
+        # 2. Claim, or take over the claim of an executor that died or handed it back. From
+        # here on the lease protects the claim, so the event is acknowledged.
+        claimed_row = await self._claims.claim(prebooking_id, stream_seq)
+        if claimed_row is None:
             current = await self._claims.get(prebooking_id)
             if current is not None and current.status in TAKEOVER_STATUSES and current.claim_seq == stream_seq:
-                # This message's claim is held by a live executor, as after a NATS restart,
-                # when JetStream redelivers at once. Acking would lose the event if that
-                # executor died later, so it comes back after the delay unless the holder
-                # keeps it in progress.
+                # Held by an executor with a live lease, as when a NATS restart redelivers an event whose ack
+                # was lost. If that executor dies later, a takeover scan finds the claim.
                 logger.info(
-                    "prebooking %s left to executor %s, whose lease is live (delivery %d); redelivery in %.1f s "
-                    "unless that executor keeps the event in progress",
-                    prebooking_id, current.claimed_by, metadata.num_delivered, self._settings.ack_wait_s,
+                    "prebooking %s left to executor %s, whose lease is live (%s)",
+                    prebooking_id, current.claimed_by, delivery.describe(),
                 )
-                await message.nack(delay=self._settings.ack_wait_s)
+                await delivery.ack()
                 return False
             status = current.status if current else "deleted"
             logger.info("prebooking %s skipped: %s by another delivery or executor", prebooking_id, status)
-            await message.ack()
+            await delivery.ack()
             return False
+        await delivery.ack()
+        claimed = BookingTarget.from_row(claimed_row)
         if row.status in TAKEOVER_STATUSES and row.claim_seq == stream_seq:
             holder = f"executor {row.claimed_by}, whose lease ran out" if row.claimed_by else "an executor that released it"
             logger.warning(
-                "prebooking %s taken over from %s (delivery %d, %.0f ms before the target)",
-                prebooking_id, holder, metadata.num_delivered, (target_ns - time.time_ns()) / 1e6,
+                "prebooking %s taken over from %s (%s, %.0f ms before the target)",
+                prebooking_id, holder, delivery.describe(), (target_ns - time.time_ns()) / 1e6,
             )
 
         # 3. Session and request. A session that cannot be had fails the booking now, before it parks.
@@ -250,7 +382,7 @@ class PrepareHandler:
             booking_session = await self._sessions.open_for_booking(claimed.user_email, prebooking_id=prebooking_id, budget_s=budget_s)
         except SessionUnavailable as exc:
             outcome = Outcome(PrebookingStatus.FAILED, error_code=exc.error_code, error_message=str(exc))
-            await self._finish(event, message, outcome, timeline)
+            await self._finish(facts, delivery, outcome, timeline)
             return False
 
         # 4. Stage connections, then commit to firing. The session stays held until the fire ends.
@@ -262,7 +394,6 @@ class PrepareHandler:
                 await self._firer.discard(staged)
                 await booking_session.aclose()
                 logger.info("prebooking %s skipped: cancelled while it was being prepared", prebooking_id)
-                await message.ack()
                 return False
         except BaseException:
             await booking_session.aclose()
@@ -275,9 +406,9 @@ class PrepareHandler:
             (timeline.loaded_ns - timeline.consumed_ns) / 1e6, (timeline.parked_ns - timeline.loaded_ns) / 1e6,
         )
 
-        booking = ParkedBooking(prebooking_id, stream_seq, target_ns, message, booking_session, staged, keepalive)
+        booking = ParkedBooking(prebooking_id, stream_seq, target_ns, booking_session, staged)
         booking.task = asyncio.create_task(
-            self._fire_and_finish(event, booking, claimed, request, timeline), name=f"booking-{prebooking_id}"
+            self._fire_and_finish(facts, booking, claimed, request, timeline), name=f"booking-{prebooking_id}"
         )
         self._parked[booking.task] = booking
         booking.task.add_done_callback(self._forget_parked)
@@ -289,30 +420,25 @@ class PrepareHandler:
             self._held.discard(booking.prebooking_id)
 
     async def _fire_and_finish(
-        self, event: PrebookingPrepare, booking: ParkedBooking, prebooking: Prebooking, request: BookRequest, timeline: Timeline
+        self, event: PrepareFacts, booking: ParkedBooking, prebooking: BookingTarget, request: BookRequest, timeline: Timeline
     ) -> None:
         target_ns = timeline.target_ns
         booking_session = booking.booking_session
-        # The in-progress acks go on until the outcome is stored and the message acknowledged,
-        # so a slow AimHarder or a database outage does not make JetStream redeliver a fired booking.
         try:
-            try:
-                result = await self._firer.fire(request, booking.staged, target_ns, prebooking_id=event.prebooking_id)
-                if result.logged_out:
-                    result = await self._relogin_and_fire_again(prebooking, booking_session, result, target_ns)
-            finally:
-                await booking_session.aclose()
-            timeline.mark_fired(result)
-
-            outcome = result.to_outcome()
+            result = await self._firer.fire(request, booking.staged, target_ns, prebooking_id=event.prebooking_id)
             if result.logged_out:
-                outcome = replace(outcome, error_code="AUTH_FAILED", error_message=_auth_failed_message(prebooking, booking_session))
-            await self._finish(event, booking.message, outcome, timeline)
+                result = await self._relogin_and_fire_again(prebooking, booking_session, result, target_ns)
         finally:
-            await stop_keepalive(booking.keepalive)
+            await booking_session.aclose()
+        timeline.mark_fired(result)
+
+        outcome = result.to_outcome()
+        if result.logged_out:
+            outcome = replace(outcome, error_code="AUTH_FAILED", error_message=_auth_failed_message(prebooking, booking_session))
+        await self._completion.write(event, outcome, timeline)
 
     async def _relogin_and_fire_again(
-        self, prebooking: Prebooking, booking_session: BookingSession, result: FireResult, target_ns: int
+        self, prebooking: BookingTarget, booking_session: BookingSession, result: FireResult, target_ns: int
     ) -> FireResult:
         """Log in again after a logout at fire time and fire once more, until the re-login deadline."""
         prebooking_id = prebooking.id
@@ -357,17 +483,17 @@ class PrepareHandler:
             logger.warning("prebooking %s: re-login after the logout failed: %s: %s", prebooking_id, type(exc).__name__, exc)
             return None
 
-    async def _store_missed(self, event: PrebookingPrepare, message: NatsMessage, late_ms: float, timeline: Timeline) -> None:
+    async def _store_missed(self, event: PrepareFacts, delivery: Delivery, late_ms: float, timeline: Timeline) -> None:
         reason = f"prepare event arrived {late_ms:.0f} ms after the target, over PREBOOK_MAX_LATE_MS={self._settings.max_late_ms}"
         logger.warning("prebooking %s missed: %s", event.prebooking_id, reason)
-        await self._finish(event, message, Outcome(PrebookingStatus.MISSED, error_code="MISSED", error_message=reason), timeline)
+        await self._finish(event, delivery, Outcome(PrebookingStatus.MISSED, error_code="MISSED", error_message=reason), timeline)
 
-    async def _finish(self, event: PrebookingPrepare, message: NatsMessage, outcome: Outcome, timeline: Timeline) -> None:
+    async def _finish(self, event: PrepareFacts, delivery: Delivery, outcome: Outcome, timeline: Timeline) -> None:
         await self._completion.write(event, outcome, timeline)
-        await message.ack()
+        await delivery.ack()
 
 
-def _book_request(settings: Settings, prebooking: Prebooking, cookies: dict[str, str]) -> BookRequest:
+def _book_request(settings: Settings, prebooking: BookingTarget, cookies: dict[str, str]) -> BookRequest:
     return build_book_request(
         settings.aimharder_box_url(prebooking.box_subdomain),
         class_id=prebooking.class_id,
@@ -378,7 +504,7 @@ def _book_request(settings: Settings, prebooking: Prebooking, cookies: dict[str,
     )
 
 
-def _auth_failed_message(prebooking: Prebooking, booking_session: BookingSession) -> str:
+def _auth_failed_message(prebooking: BookingTarget, booking_session: BookingSession) -> str:
     if booking_session.secrets.credentials is None:
         cause = "and no credentials are stored to log in again"
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -65,12 +65,17 @@ class BookingSession:
     While it is open, no refresh of a live session runs for this user in this process.
     """
 
-    def __init__(self, secrets: SessionSecrets, exit_stack: AsyncExitStack) -> None:
+    def __init__(self, secrets: SessionSecrets, hold: AbstractAsyncContextManager[None]) -> None:
         self.secrets = secrets
-        self._exit_stack = exit_stack
+        # The entered ``SessionLocks.booking`` block itself: an AsyncExitStack around it would
+        # cost a deque per parked booking.
+        self._hold: AbstractAsyncContextManager[None] | None = hold
 
     async def aclose(self) -> None:
-        await self._exit_stack.aclose()
+        """Leave the hold; later calls do nothing."""
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            await hold.__aexit__(None, None, None)
 
 
 class SessionKeeper:
@@ -93,8 +98,8 @@ class SessionKeeper:
         if state is not SessionState.VALID:
             await self._refresh_for_booking(row, state, prebooking_id=prebooking_id, budget_s=budget_s)
 
-        exit_stack = AsyncExitStack()
-        await exit_stack.enter_async_context(self.locks.booking(user_email))
+        hold = self.locks.booking(user_email)
+        await hold.__aenter__()
         try:
             row = await self._get(user_email)
             if session_state(row, max_age_s=self._settings.session_max_age_s) is SessionState.EXPIRED:
@@ -105,9 +110,9 @@ class SessionKeeper:
                 )
             secrets = self._decrypt(row)
         except BaseException:
-            await exit_stack.aclose()
+            await hold.__aexit__(None, None, None)
             raise
-        return BookingSession(secrets, exit_stack)
+        return BookingSession(secrets, hold)
 
     async def relogin_after_logout(self, stale: SessionSecrets, *, prebooking_id: object) -> SessionSecrets | None:
         """Replace a session that AimHarder logged out at fire time; None when that is impossible.

@@ -142,8 +142,11 @@ class StagedRequest:
         self._first_read_ns: int | None = None
         self._eof_read = False
 
-        # Each item is a chunk read, b"" at EOF, or the OSError that ended reading.
-        self._incoming: asyncio.Queue[bytes | OSError] = asyncio.Queue()
+        # Each item is a chunk read, b"" at EOF, or the OSError that ended reading. A list
+        # and one future take far less memory than an asyncio.Queue, which matters for
+        # thousands of parked connections.
+        self._incoming: list[bytes | OSError] = []
+        self._arrival: asyncio.Future[None] | None = None
         self._receiver = asyncio.create_task(self._receive(), name=f"staged-receive {url}")
 
     @property
@@ -158,11 +161,22 @@ class StagedRequest:
                 if chunk and self._first_read_ns is None:
                     self._first_read_ns = time.time_ns()
 
-                self._incoming.put_nowait(chunk)
+                self._push(chunk)
                 if not chunk:
                     return
         except OSError as exc:
-            self._incoming.put_nowait(exc)
+            self._push(exc)
+
+    def _push(self, item: bytes | OSError) -> None:
+        self._incoming.append(item)
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(None)
+
+    async def _pop(self) -> bytes | OSError:
+        while not self._incoming:
+            self._arrival = asyncio.get_running_loop().create_future()
+            await self._arrival
+        return self._incoming.pop(0)
 
     def is_alive(self) -> bool:
         """Return whether the connection is open and the server has sent nothing yet.
@@ -172,7 +186,7 @@ class StagedRequest:
         """
         if self._writer.transport.is_closing():
             return False
-        return not self._receiver.done() and self._incoming.empty()
+        return not self._receiver.done() and not self._incoming
 
     def send_final_byte(self) -> int:
         """Write the final byte of the request and return ``time.time_ns()`` taken just before.
@@ -233,7 +247,7 @@ class StagedRequest:
                 raise InvalidResponse(f"Invalid HTTP/1.1 response from {self.url}: {exc}") from exc
 
             if event is h11.NEED_DATA:
-                chunk = await self._incoming.get()
+                chunk = await self._pop()
                 if isinstance(chunk, OSError):
                     raise ConnectionLost(f"Reading the response from {self.url} failed: {chunk}") from chunk
                 self._eof_read = not chunk
