@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,6 +35,35 @@ def create_engine(database_url: str, **kwargs) -> AsyncEngine:
 
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(database_url, **kwargs)
+
+
+def create_autocommit_engine(database_url: str, **kwargs) -> AsyncEngine:
+    """Create an engine whose connections commit each statement on its own.
+
+    It suits work made of single statements, such as conditional UPDATEs. Such a
+    statement then costs no BEGIN and no COMMIT. On Postgres the pre-ping also costs
+    one round trip instead of three, because inside a transaction it sends BEGIN, the
+    ping and ROLLBACK. Several statements on one of its connections are not atomic.
+    """
+    # A connection that is never inside a transaction has nothing to roll back when it
+    # returns to the pool, and on SQLite that rollback would cost a trip to its thread.
+    return create_engine(database_url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **kwargs)
+
+
+async def warm_pool(engine: AsyncEngine, connections: int) -> None:
+    """Open ``connections`` pooled connections at once and return them to the pool.
+
+    The first requests after a start then find open connections instead of paying for
+    the connect. Raises the driver's error when a connection cannot be opened.
+    """
+    opened = await asyncio.gather(*(engine.connect().start() for _ in range(connections)), return_exceptions=True)
+
+    for connection in opened:
+        if not isinstance(connection, BaseException):
+            await connection.close()
+    for connection in opened:
+        if isinstance(connection, BaseException):
+            raise connection
 
 
 def _configure_sqlite(dbapi_connection, _record) -> None:
