@@ -194,57 +194,12 @@ class PrepareHandler:
             prebooking_id, event.execute_at_ms, stream_seq, metadata.num_delivered, event.retried,
         )
 
-        # 1. Skip what must not fire.
-        row = await self._claims.get(prebooking_id)
-        if row is None:
-            logger.warning("prebooking %s skipped: not found in the database", prebooking_id)
-            await message.ack()
-            return False
-        if row.execute_at_ms != event.execute_at_ms:
-            logger.warning(
-                "prebooking %s skipped: event targets %d but the prebooking now executes at %d (stale callback)",
-                prebooking_id, event.execute_at_ms, row.execute_at_ms,
-            )
-            await message.ack()
-            return False
-        if row.status in FINAL_STATUSES:
-            logger.info("prebooking %s skipped: already %s (duplicate delivery)", prebooking_id, row.status)
-            await message.ack()
-            return False
-
-        late_ms = (time.time_ns() - target_ns) / 1_000_000
-        if late_ms > self._settings.max_late_ms:
-            await self._store_missed(event, message, late_ms, timeline)
-            return False
-
-        # 2. Claim, or take over the claim of an executor that died or handed it back.
-        claimed = await self._claims.claim(prebooking_id, stream_seq)
+        # 1. Claim, or skip what must not fire.
+        claimed = await self._claim(event, message, stream_seq, target_ns, timeline)
         if claimed is None:
-            current = await self._claims.get(prebooking_id)
-            if current is not None and current.status in TAKEOVER_STATUSES and current.claim_seq == stream_seq:
-                # This message's claim is held by a live executor, as after a NATS restart,
-                # when JetStream redelivers at once. Acking would lose the event if that
-                # executor died later, so it comes back after the delay unless the holder
-                # keeps it in progress.
-                logger.info(
-                    "prebooking %s left to executor %s, whose lease is live (delivery %d); redelivery in %.1f s "
-                    "unless that executor keeps the event in progress",
-                    prebooking_id, current.claimed_by, metadata.num_delivered, self._settings.ack_wait_s,
-                )
-                await message.nack(delay=self._settings.ack_wait_s)
-                return False
-            status = current.status if current else "deleted"
-            logger.info("prebooking %s skipped: %s by another delivery or executor", prebooking_id, status)
-            await message.ack()
             return False
-        if row.status in TAKEOVER_STATUSES and row.claim_seq == stream_seq:
-            holder = f"executor {row.claimed_by}, whose lease ran out" if row.claimed_by else "an executor that released it"
-            logger.warning(
-                "prebooking %s taken over from %s (delivery %d, %.0f ms before the target)",
-                prebooking_id, holder, metadata.num_delivered, (target_ns - time.time_ns()) / 1e6,
-            )
 
-        # 3. Session and request. A session that cannot be had fails the booking now, before it parks.
+        # 2. Session and request. A session that cannot be had fails the booking now, before it parks.
         budget_s = (target_ns - time.time_ns()) / 1e9 - STAGING_RESERVE_S
         try:
             booking_session = await self._sessions.open_for_booking(claimed.user_email, prebooking_id=prebooking_id, budget_s=budget_s)
@@ -253,7 +208,7 @@ class PrepareHandler:
             await self._finish(event, message, outcome, timeline)
             return False
 
-        # 4. Stage connections, then commit to firing. The session stays held until the fire ends.
+        # 3. Stage connections, then commit to firing. The session stays held until the fire ends.
         try:
             request = _book_request(self._settings, claimed, booking_session.secrets.cookies)
             timeline.mark_loaded()
@@ -282,6 +237,78 @@ class PrepareHandler:
         self._parked[booking.task] = booking
         booking.task.add_done_callback(self._forget_parked)
         return True
+
+    async def _claim(
+        self, event: PrebookingPrepare, message: NatsMessage, stream_seq: int, target_ns: int, timeline: Timeline
+    ) -> Prebooking | None:
+        """Claim the prebooking for this event and return it, or None when the event was skipped, stored as missed or handed back."""
+        prebooking_id = event.prebooking_id
+        # Usually the prebooking waits for this very event, and one UPDATE claims it.
+        late_ms = (time.time_ns() - target_ns) / 1_000_000
+        if late_ms <= self._settings.max_late_ms:
+            claimed = await self._claims.claim_waiting(prebooking_id, stream_seq, event.execute_at_ms)
+            if claimed is not None:
+                return claimed
+
+        return await self._check_and_claim(event, message, stream_seq, target_ns, timeline)
+
+    async def _check_and_claim(
+        self, event: PrebookingPrepare, message: NatsMessage, stream_seq: int, target_ns: int, timeline: Timeline
+    ) -> Prebooking | None:
+        """Read the prebooking to find why the event must be skipped, or claim it, taking over a dead executor's claim."""
+        metadata = message.raw_message.metadata
+        prebooking_id = event.prebooking_id
+
+        # Skip what must not fire.
+        row = await self._claims.get(prebooking_id)
+        if row is None:
+            logger.warning("prebooking %s skipped: not found in the database", prebooking_id)
+            await message.ack()
+            return None
+        if row.execute_at_ms != event.execute_at_ms:
+            logger.warning(
+                "prebooking %s skipped: event targets %d but the prebooking now executes at %d (stale callback)",
+                prebooking_id, event.execute_at_ms, row.execute_at_ms,
+            )
+            await message.ack()
+            return None
+        if row.status in FINAL_STATUSES:
+            logger.info("prebooking %s skipped: already %s (duplicate delivery)", prebooking_id, row.status)
+            await message.ack()
+            return None
+
+        late_ms = (time.time_ns() - target_ns) / 1_000_000
+        if late_ms > self._settings.max_late_ms:
+            await self._store_missed(event, message, late_ms, timeline)
+            return None
+
+        # Claim, or take over the claim of an executor that died or handed it back.
+        claimed = await self._claims.claim(prebooking_id, stream_seq)
+        if claimed is None:
+            current = await self._claims.get(prebooking_id)
+            if current is not None and current.status in TAKEOVER_STATUSES and current.claim_seq == stream_seq:
+                # This message's claim is held by a live executor, as after a NATS restart,
+                # when JetStream redelivers at once. Acking would lose the event if that
+                # executor died later, so it comes back after the delay unless the holder
+                # keeps it in progress.
+                logger.info(
+                    "prebooking %s left to executor %s, whose lease is live (delivery %d); redelivery in %.1f s "
+                    "unless that executor keeps the event in progress",
+                    prebooking_id, current.claimed_by, metadata.num_delivered, self._settings.ack_wait_s,
+                )
+                await message.nack(delay=self._settings.ack_wait_s)
+                return None
+            status = current.status if current else "deleted"
+            logger.info("prebooking %s skipped: %s by another delivery or executor", prebooking_id, status)
+            await message.ack()
+            return None
+        if row.status in TAKEOVER_STATUSES and row.claim_seq == stream_seq:
+            holder = f"executor {row.claimed_by}, whose lease ran out" if row.claimed_by else "an executor that released it"
+            logger.warning(
+                "prebooking %s taken over from %s (delivery %d, %.0f ms before the target)",
+                prebooking_id, holder, metadata.num_delivered, (target_ns - time.time_ns()) / 1e6,
+            )
+        return claimed
 
     def _forget_parked(self, task: asyncio.Task[None]) -> None:
         booking = self._parked.pop(task, None)
