@@ -208,12 +208,12 @@ class PrepareHandler:
             await self._finish(event, message, outcome, timeline)
             return False
 
-        # 3. Stage connections, then commit to firing. The session stays held until the fire ends.
+        # 3. Stage connections and commit to firing. The session stays held until the fire ends.
         try:
             request = _book_request(self._settings, claimed, booking_session.secrets.cookies)
             timeline.mark_loaded()
-            staged = await self._firer.stage(request, prebooking_id=prebooking_id)
-            if not await self._claims.mark_firing(prebooking_id):
+            staged, firing = await self._stage_and_mark_firing(request, prebooking_id)
+            if not firing:
                 await self._firer.discard(staged)
                 await booking_session.aclose()
                 logger.info("prebooking %s skipped: cancelled while it was being prepared", prebooking_id)
@@ -309,6 +309,24 @@ class PrepareHandler:
                 prebooking_id, holder, metadata.num_delivered, (target_ns - time.time_ns()) / 1e6,
             )
         return claimed
+
+    async def _stage_and_mark_firing(self, request: BookRequest, prebooking_id: UUID) -> tuple[list[StagedRequest], bool]:
+        """Stage the connections while the prebooking moves to ``firing``, and return them and whether it moved.
+
+        The move is the conditional UPDATE of ``mark_firing``, so a cancel stored first
+        still wins, and the caller then discards the staged connections. When either
+        step raises, any staged connection is closed and the error is raised.
+        """
+        staged, firing = await asyncio.gather(
+            self._firer.stage(request, prebooking_id=prebooking_id), self._claims.mark_firing(prebooking_id), return_exceptions=True
+        )
+        if isinstance(firing, BaseException):
+            if not isinstance(staged, BaseException):
+                await self._firer.discard(staged)
+            raise firing
+        if isinstance(staged, BaseException):
+            raise staged
+        return staged, firing
 
     def _forget_parked(self, task: asyncio.Task[None]) -> None:
         booking = self._parked.pop(task, None)
