@@ -23,6 +23,7 @@ from prebook_common.settings import Settings
 from prebook_executor.claims import Outcome
 from prebook_executor.fallback import send_fresh
 from prebook_executor.fire_clock import FireClock
+from prebook_executor.address_cache import AddressCache
 from prebook_executor.http1 import prepare_request
 from prebook_executor.staging import StagedRequest, StagedResponse, StagingError, stage_prepared
 from prebook_executor.timer import wait_until
@@ -93,6 +94,7 @@ class Firer:
         self._http = http
         self._tls = ssl.create_default_context()
         self._tls.set_alpn_protocols(["http/1.1"])
+        self._addresses = AddressCache()
 
     async def stage(self, request: BookRequest, *, prebooking_id: object) -> list[StagedRequest]:
         """Open one staged connection per attempt; a failed one is logged and left out."""
@@ -112,6 +114,7 @@ class Firer:
                         request.url,
                         connect_timeout_s=self._settings.connect_timeout_s,
                         ssl_context=tls,
+                        addresses=self._addresses,
                     )
                     for _ in range(count)
                 ),

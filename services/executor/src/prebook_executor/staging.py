@@ -15,7 +15,8 @@ import time
 
 import h11
 
-from prebook_executor.http1 import PreparedRequest, StagedResponse, prepare_request, serialize_request
+from prebook_executor.address_cache import AddressCache
+from prebook_executor.http1 import Endpoint, PreparedRequest, StagedResponse, prepare_request, serialize_request
 from prebook_executor.staging_errors import (
     ConnectFailed,
     ConnectionLost,
@@ -74,11 +75,13 @@ async def stage_prepared(
     *,
     connect_timeout_s: float,
     ssl_context: ssl.SSLContext | None = None,
+    addresses: AddressCache | None = None,
 ) -> StagedRequest:
     """Stage ``prepared``, the request to ``url``, as ``stage_request`` does.
 
-    Several connections can carry one prepared request. Raises the errors of
-    ``stage_request``.
+    Several connections can carry one prepared request. With ``addresses`` the host
+    name is resolved through that cache, and the addresses are tried in order until
+    one connects. Raises the errors of ``stage_request``.
     """
     endpoint = prepared.endpoint
     if endpoint.scheme == "http" and ssl_context is not None:
@@ -93,12 +96,7 @@ async def stage_prepared(
 
     try:
         async with asyncio.timeout(connect_timeout_s):
-            reader, writer = await asyncio.open_connection(
-                endpoint.host,
-                endpoint.port,
-                ssl=tls,
-                server_hostname=endpoint.host if tls is not None else None,
-            )
+            reader, writer = await _connect(endpoint, tls, addresses)
     except TimeoutError as exc:
         raise ConnectFailed(f"Timed out after {connect_timeout_s} s connecting to {url}") from exc
     except OSError as exc:
@@ -130,6 +128,24 @@ async def stage_prepared(
         writer.transport.get_write_buffer_size(),
     )
     return staged
+
+
+async def _connect(
+    endpoint: Endpoint, tls: ssl.SSLContext | None, addresses: AddressCache | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    server_hostname = endpoint.host if tls is not None else None
+    if addresses is None:
+        return await asyncio.open_connection(endpoint.host, endpoint.port, ssl=tls, server_hostname=server_hostname)
+
+    # Like asyncio's own connect, try each address in order and raise the last error.
+    last_error: OSError | None = None
+    for _, host, port in await addresses.resolve(endpoint.host, endpoint.port):
+        try:
+            return await asyncio.open_connection(host, port, ssl=tls, server_hostname=server_hostname)
+        except OSError as exc:
+            last_error = exc
+    addresses.forget(endpoint.host, endpoint.port)
+    raise last_error if last_error is not None else OSError(f"No address to connect to for {endpoint.host}")
 
 
 class StagedRequest:
