@@ -13,6 +13,8 @@ lease (``leases.py``) or gave the claim back with ``release``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,6 +62,10 @@ class ClaimStore:
     def __init__(self, engine: AsyncEngine, executor_id: str) -> None:
         self._engine = engine
         self._executor_id = executor_id
+        # SQLite has one writer at a time, and a connection that finds the database locked
+        # sleeps in SQLite's busy handler (1, 2, 5, 10 ms and longer) before it tries again.
+        # Queued on this lock instead, a burst of claims from this process never sleeps.
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     async def get(self, prebooking_id: UUID) -> Prebooking | None:
         statement = select(*_COLUMNS).where(Prebooking.id == prebooking_id)
@@ -176,14 +182,14 @@ class ClaimStore:
 
     async def _update(self, statement: Update) -> bool:
         """Run ``statement``, commit, and return whether it updated exactly one row."""
-        async with self._engine.connect() as connection:
+        async with self._write_lock, self._engine.connect() as connection:
             result = await connection.execute(statement)
             await connection.commit()
         return result.rowcount == 1
 
     async def _update_returning(self, statement: Update) -> Prebooking | None:
         """Run ``statement``, commit, and return the updated row, or None when no row matched."""
-        async with self._engine.connect() as connection:
+        async with self._write_lock, self._engine.connect() as connection:
             row = (await connection.execute(statement.returning(*_COLUMNS))).first()
             await connection.commit()
         return None if row is None else Prebooking(**row._mapping)
