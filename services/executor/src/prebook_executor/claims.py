@@ -63,8 +63,8 @@ class ClaimStore:
         self._engine = engine
         self._executor_id = executor_id
         # SQLite has one writer at a time, and a connection that finds the database locked
-        # sleeps in SQLite's busy handler (1, 2, 5, 10 ms and longer) before it tries again.
-        # Queued on this lock instead, a burst of claims from this process never sleeps.
+        # sleeps in its busy handler (sqliteDefaultBusyCallback: 1, 2, 5, 10 ms and longer)
+        # before it tries again. Queued on this lock, claims from this process do not.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     async def get(self, prebooking_id: UUID) -> Prebooking | None:
