@@ -55,7 +55,9 @@ def create_autocommit_engine(database_url: str, **kwargs) -> AsyncEngine:
     """
     # A connection that is never inside a transaction has nothing to roll back when it
     # returns to the pool, and on SQLite that rollback would cost a trip to its thread.
-    kwargs.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+    # Last in, first out keeps reusing the connections that were used last, whose
+    # prepared statements are cached and which need no ping.
+    kwargs.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None, pool_use_lifo=True)
     if database_url.startswith("sqlite"):
         return create_engine(database_url, **kwargs)
 
