@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-import nats.errors
 import pytest
 from faststream.nats import NatsBroker
 from nats.js.api import StorageType

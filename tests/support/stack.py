@@ -14,7 +14,6 @@ from qstash import Receiver
 
 from prebook_common.crypto import SecretBox
 from prebook_common.db import engine_scope, session_factory
-from prebook_common.migrate import upgrade
 from prebook_common.models import AimharderSession, Prebooking, PrebookingStatus, ms_to_datetime
 from prebook_common.signatures import sign
 from prebook_common.token import make_token

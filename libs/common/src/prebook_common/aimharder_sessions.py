@@ -38,6 +38,7 @@ _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 MAX_COOKIES = 20
 MAX_COOKIE_CHARS = 4096
+_TABLE = AimharderSession.__table__
 
 
 class SessionState(StrEnum):
@@ -115,12 +116,16 @@ class SessionRepository:
     """Reads and writes ``aimharder_session`` rows, encrypting on the way in."""
 
     def __init__(self, engine: AsyncEngine, secret_box: SecretBox) -> None:
+        self._engine = engine
         self._sessions = session_factory(engine)
         self._box = secret_box
 
     async def get(self, user_email: str) -> AimharderSession | None:
-        async with self._sessions() as session:
-            return await session.get(AimharderSession, user_email)
+        # Core rather than an ORM session, because a booking reads its session on the prepare path.
+        statement = _TABLE.select().where(_TABLE.c.user_email == user_email)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(statement)).first()
+        return None if row is None else AimharderSession(**row._mapping)
 
     async def load(self, user_email: str) -> tuple[AimharderSession, SessionSecrets]:
         """Return the row and its decrypted secrets; raise SessionNotFound or DecryptionError."""

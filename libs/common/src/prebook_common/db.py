@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from prebook_common.errors import ConfigurationError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A pooled connection of an autocommit engine is pinged at checkout only after it sat
+# idle this long, so a burst of statements pays for no ping.
+# NOTE: when the server closes a connection that was used within this time, the next
+# statement on it fails with a disconnect error (and the pool then replaces it).
+PING_AFTER_IDLE_S = 1.0
 
 
 def create_engine(database_url: str, **kwargs) -> AsyncEngine:
@@ -34,6 +42,67 @@ def create_engine(database_url: str, **kwargs) -> AsyncEngine:
 
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(database_url, **kwargs)
+
+
+def create_autocommit_engine(database_url: str, **kwargs) -> AsyncEngine:
+    """Create an engine whose connections commit each statement on its own.
+
+    It suits work made of single statements, such as conditional UPDATEs. Such a
+    statement then costs no BEGIN and no COMMIT. On Postgres a connection is pinged
+    at checkout only when it sat idle for PING_AFTER_IDLE_S, and the ping is one
+    round trip, because outside a transaction it needs no BEGIN and ROLLBACK. Several
+    statements on one of its connections are not atomic.
+    """
+    # A connection that is never inside a transaction has nothing to roll back when it
+    # returns to the pool, and on SQLite that rollback would cost a trip to its thread.
+    # Last in, first out keeps reusing the connections that were used last, whose
+    # prepared statements are cached and which need no ping.
+    kwargs.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None, pool_use_lifo=True)
+    if database_url.startswith("sqlite"):
+        return create_engine(database_url, **kwargs)
+
+    engine = create_engine(database_url, pool_pre_ping=False, **kwargs)
+    _ping_after_idle(engine.sync_engine, PING_AFTER_IDLE_S)
+    return engine
+
+
+def _ping_after_idle(engine: Engine, idle_s: float) -> None:
+    """Ping a pooled connection at checkout when it sat idle for ``idle_s`` or more.
+
+    A failed ping raises DisconnectionError, so the pool drops that connection and
+    checks out another, as with ``pool_pre_ping``.
+    """
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def record_use(_dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection, record, _proxy) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since < idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"ping of a pooled connection failed: {exc}") from exc
+
+
+async def warm_pool(engine: AsyncEngine, connections: int) -> None:
+    """Open ``connections`` pooled connections at once and return them to the pool.
+
+    The first requests after a start then find open connections instead of paying for
+    the connect. Raises the driver's error when a connection cannot be opened.
+    """
+    opened = await asyncio.gather(*(engine.connect().start() for _ in range(connections)), return_exceptions=True)
+
+    for connection in opened:
+        if not isinstance(connection, BaseException):
+            await connection.close()
+    for connection in opened:
+        if isinstance(connection, BaseException):
+            raise connection
 
 
 def _configure_sqlite(dbapi_connection, _record) -> None:

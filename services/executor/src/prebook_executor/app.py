@@ -28,7 +28,7 @@ from prebook_common import telemetry
 from prebook_common.aimharder_login import AimharderAuth
 from prebook_common.aimharder_sessions import SessionRepository
 from prebook_common.crypto import SecretBox
-from prebook_common.db import create_engine
+from prebook_common.db import create_autocommit_engine, create_engine, warm_pool
 from prebook_common.events import PrebookingPrepare
 from prebook_common.migrate import upgrade
 from prebook_common.settings import Settings
@@ -60,15 +60,17 @@ class Executor:
         self.settings = settings
         self.broker: NatsBroker = create_broker(settings, middlewares=telemetry.nats_middlewares(tracer_provider))
         self.engine = create_engine(settings.database_url)
+        # Claims and session reads are single statements, so they skip BEGIN and COMMIT.
+        self.prepare_engine = create_autocommit_engine(settings.database_url, pool_size=PREPARE_WORKERS)
         self.http = httpx.AsyncClient(timeout=settings.aimharder_timeout_s)
         telemetry.instrument_httpx(self.http, tracer_provider)
         self.clock = FireClock(guard_ns=round(settings.guard_ms * 1_000_000))
         self.executor_id = executor_id()
-        claims = ClaimStore(self.engine, self.executor_id)
+        claims = ClaimStore(self.prepare_engine, self.executor_id)
         self.lease = LeaseKeeper(self.engine, self.executor_id, settings.executor_lease_s, on_lapse=self._check_own_claims)
         self.sessions = SessionKeeper(
             settings,
-            SessionRepository(self.engine, SecretBox(settings.session_encryption_keys.get_secret_value())),
+            SessionRepository(self.prepare_engine, SecretBox(settings.session_encryption_keys.get_secret_value())),
             AimharderAuth(settings.aimharder_login_url, self.http, timeout_s=settings.aimharder_timeout_s),
             SessionLocks(),
         )
@@ -107,6 +109,7 @@ class Executor:
 
     async def start(self) -> None:
         await upgrade(self.engine)
+        await warm_pool(self.prepare_engine, PREPARE_WORKERS)
         await self.lease.start()
         await connect_with_retry(self.broker, self.settings)
         await self.broker.start()
@@ -149,5 +152,6 @@ class Executor:
         await self.lease.stop()
         await self.broker.stop()
         await self.http.aclose()
+        await self.prepare_engine.dispose()
         await self.engine.dispose()
         logger.info("executor stopped")

@@ -1,7 +1,10 @@
 """The executor's status changes on ``prebooking`` rows.
 
 Each change is one conditional UPDATE on the statuses that may precede it, so a
-duplicate delivery or a second executor finds nothing to update and skips.
+duplicate delivery or a second executor finds nothing to update and skips. Every
+method runs one statement through SQLAlchemy Core, without the ORM session's work.
+With an engine from ``create_autocommit_engine`` no statement opens a transaction, so
+the COMMIT after a write sends nothing to Postgres.
 
 A claim is taken over only by a redelivery of the message that made it (the same
 stream sequence in ``claim_seq``), and only when the claiming executor holds no live
@@ -10,19 +13,34 @@ lease (``leases.py``) or gave the claim back with ``release``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy import and_, exists, or_, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Update
 
-from prebook_common.db import session_factory
-from prebook_common.models import ExecutorLease, Prebooking, PrebookingStatus, allowed_sources, ns_to_datetime, utcnow
+from prebook_common.models import (
+    ExecutorLease,
+    Prebooking,
+    PrebookingStatus,
+    allowed_sources,
+    ms_to_datetime,
+    ns_to_datetime,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
 TAKEOVER_STATUSES = (PrebookingStatus.PREPARED, PrebookingStatus.FIRING)
+# execute_at is stored truncated to whole milliseconds, so the half-open range of half a
+# millisecond on each side matches exactly the rows whose execute_at_ms equals the event's.
+_HALF_MS = timedelta(microseconds=500)
+_COLUMNS = tuple(Prebooking.__table__.columns)
 
 
 @dataclass(frozen=True)
@@ -42,12 +60,37 @@ class Outcome:
 
 class ClaimStore:
     def __init__(self, engine: AsyncEngine, executor_id: str) -> None:
-        self._sessions = session_factory(engine)
+        self._engine = engine
         self._executor_id = executor_id
+        # SQLite has one writer at a time, and a connection that finds the database locked
+        # sleeps in its busy handler (sqliteDefaultBusyCallback: 1, 2, 5, 10 ms and longer)
+        # before it tries again. Queued on this lock, claims from this process do not.
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     async def get(self, prebooking_id: UUID) -> Prebooking | None:
-        async with self._sessions() as session:
-            return await session.get(Prebooking, prebooking_id)
+        statement = select(*_COLUMNS).where(Prebooking.id == prebooking_id)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(statement)).first()
+        return None if row is None else Prebooking(**row._mapping)
+
+    async def claim_waiting(self, prebooking_id: UUID, stream_seq: int, execute_at_ms: int) -> Prebooking | None:
+        """Claim a pending or scheduled prebooking that executes at ``execute_at_ms``, or return None.
+
+        This is the usual claim, made without reading the row first. None means that the
+        row is missing, stale, already claimed or final, and ``get`` shows which.
+        """
+        execute_at = ms_to_datetime(execute_at_ms)
+        statement = (
+            update(Prebooking)
+            .where(
+                Prebooking.id == prebooking_id,
+                Prebooking.status.in_(allowed_sources(PrebookingStatus.PREPARED)),
+                Prebooking.execute_at >= execute_at - _HALF_MS,
+                Prebooking.execute_at < execute_at + _HALF_MS,
+            )
+            .values(status=PrebookingStatus.PREPARED, claim_seq=stream_seq, claimed_by=self._executor_id, updated_at=utcnow())
+        )
+        return await self._update_returning(statement)
 
     async def claim(self, prebooking_id: UUID, stream_seq: int) -> Prebooking | None:
         """Move the prebooking to ``prepared`` for this executor, or return None.
@@ -81,13 +124,8 @@ class ClaimStore:
                 claimed_by=self._executor_id,
                 updated_at=now,
             )
-            .returning(Prebooking)
         )
-        async with self._sessions() as session:
-            result = await session.execute(statement)
-            row = result.scalars().first()
-            await session.commit()
-            return row
+        return await self._update_returning(statement)
 
     async def release(self, prebooking_id: UUID, stream_seq: int) -> bool:
         """Give up this executor's claim, so a redelivery of its message may take it over at once.
@@ -105,10 +143,7 @@ class ClaimStore:
             )
             .values(claimed_by=None, updated_at=utcnow())
         )
-        async with self._sessions() as session:
-            result = await session.exec(statement)
-            await session.commit()
-        return result.rowcount == 1
+        return await self._update(statement)
 
     async def mark_firing(self, prebooking_id: UUID) -> bool:
         """Move a claimed prebooking to ``firing``; False when it was cancelled meanwhile."""
@@ -141,9 +176,20 @@ class ClaimStore:
             .where(Prebooking.id == prebooking_id, Prebooking.status.in_(sources))
             .values(status=target, updated_at=utcnow(), **values)
         )
-        async with self._sessions() as session:
-            result = await session.execute(statement)
-            await session.commit()
-        moved = result.rowcount == 1
+        moved = await self._update(statement)
         logger.debug("prebooking %s -> %s: %s", prebooking_id, target, "moved" if moved else "not moved")
         return moved
+
+    async def _update(self, statement: Update) -> bool:
+        """Run ``statement``, commit, and return whether it updated exactly one row."""
+        async with self._write_lock, self._engine.connect() as connection:
+            result = await connection.execute(statement)
+            await connection.commit()
+        return result.rowcount == 1
+
+    async def _update_returning(self, statement: Update) -> Prebooking | None:
+        """Run ``statement``, commit, and return the updated row, or None when no row matched."""
+        async with self._write_lock, self._engine.connect() as connection:
+            row = (await connection.execute(statement.returning(*_COLUMNS))).first()
+            await connection.commit()
+        return None if row is None else Prebooking(**row._mapping)

@@ -326,57 +326,15 @@ class PrepareHandler:
             prebooking_id, event.execute_at_ms, stream_seq, delivery.describe(), event.retried,
         )
 
-        # 1. Skip what must not fire.
-        row = await self._claims.get(prebooking_id)
-        if row is None:
-            logger.warning("prebooking %s skipped: not found in the database", prebooking_id)
-            await delivery.ack()
-            return False
-        if row.execute_at_ms != event.execute_at_ms:
-            logger.warning(
-                "prebooking %s skipped: event targets %d but the prebooking now executes at %d (stale callback)",
-                prebooking_id, event.execute_at_ms, row.execute_at_ms,
-            )
-            await delivery.ack()
-            return False
-        if row.status in FINAL_STATUSES:
-            logger.info("prebooking %s skipped: already %s (duplicate delivery)", prebooking_id, row.status)
-            await delivery.ack()
-            return False
-
-        late_ms = (time.time_ns() - target_ns) / 1_000_000
-        if late_ms > self._settings.max_late_ms:
-            await self._store_missed(facts, delivery, late_ms, timeline)
-            return False
-
-        # 2. Claim, or take over the claim of an executor that died or handed it back. From
-        # here on the lease protects the claim, so the event is acknowledged.
-        claimed_row = await self._claims.claim(prebooking_id, stream_seq)
+        # 1. Claim, or skip what must not fire. From here on the lease protects the claim,
+        # so the event is acknowledged.
+        claimed_row = await self._claim(event, facts, delivery, target_ns, timeline)
         if claimed_row is None:
-            current = await self._claims.get(prebooking_id)
-            if current is not None and current.status in TAKEOVER_STATUSES and current.claim_seq == stream_seq:
-                # Held by an executor with a live lease, as when a NATS restart redelivers an event whose ack
-                # was lost. If that executor dies later, a takeover scan finds the claim.
-                logger.info(
-                    "prebooking %s left to executor %s, whose lease is live (%s)",
-                    prebooking_id, current.claimed_by, delivery.describe(),
-                )
-                await delivery.ack()
-                return False
-            status = current.status if current else "deleted"
-            logger.info("prebooking %s skipped: %s by another delivery or executor", prebooking_id, status)
-            await delivery.ack()
             return False
         await delivery.ack()
         claimed = BookingTarget.from_row(claimed_row)
-        if row.status in TAKEOVER_STATUSES and row.claim_seq == stream_seq:
-            holder = f"executor {row.claimed_by}, whose lease ran out" if row.claimed_by else "an executor that released it"
-            logger.warning(
-                "prebooking %s taken over from %s (%s, %.0f ms before the target)",
-                prebooking_id, holder, delivery.describe(), (target_ns - time.time_ns()) / 1e6,
-            )
 
-        # 3. Session and request. A session that cannot be had fails the booking now, before it parks.
+        # 2. Session and request. A session that cannot be had fails the booking now, before it parks.
         budget_s = (target_ns - time.time_ns()) / 1e9 - STAGING_RESERVE_S
         try:
             booking_session = await self._sessions.open_for_booking(claimed.user_email, prebooking_id=prebooking_id, budget_s=budget_s)
@@ -385,12 +343,12 @@ class PrepareHandler:
             await self._finish(facts, delivery, outcome, timeline)
             return False
 
-        # 4. Stage connections, then commit to firing. The session stays held until the fire ends.
+        # 3. Stage connections and commit to firing. The session stays held until the fire ends.
         try:
             request = _book_request(self._settings, claimed, booking_session.secrets.cookies)
             timeline.mark_loaded()
-            staged = await self._firer.stage(request, prebooking_id=prebooking_id)
-            if not await self._claims.mark_firing(prebooking_id):
+            staged, firing = await self._stage_and_mark_firing(request, prebooking_id)
+            if not firing:
                 await self._firer.discard(staged)
                 await booking_session.aclose()
                 logger.info("prebooking %s skipped: cancelled while it was being prepared", prebooking_id)
@@ -413,6 +371,92 @@ class PrepareHandler:
         self._parked[booking.task] = booking
         booking.task.add_done_callback(self._forget_parked)
         return True
+
+    async def _claim(
+        self, event: PrebookingPrepare, facts: PrepareFacts, delivery: Delivery, target_ns: int, timeline: Timeline
+    ) -> Prebooking | None:
+        """Claim the prebooking for this event and return it, or None when the event was skipped or stored as missed."""
+        # Usually the prebooking waits for this very event, and one UPDATE claims it.
+        late_ms = (time.time_ns() - target_ns) / 1_000_000
+        if late_ms <= self._settings.max_late_ms:
+            claimed = await self._claims.claim_waiting(event.prebooking_id, delivery.stream_seq, event.execute_at_ms)
+            if claimed is not None:
+                return claimed
+
+        return await self._check_and_claim(event, facts, delivery, target_ns, timeline)
+
+    async def _check_and_claim(
+        self, event: PrebookingPrepare, facts: PrepareFacts, delivery: Delivery, target_ns: int, timeline: Timeline
+    ) -> Prebooking | None:
+        """Read the prebooking to find why the event must be skipped, or claim it, taking over a dead executor's claim."""
+        prebooking_id = event.prebooking_id
+        stream_seq = delivery.stream_seq
+
+        # Skip what must not fire.
+        row = await self._claims.get(prebooking_id)
+        if row is None:
+            logger.warning("prebooking %s skipped: not found in the database", prebooking_id)
+            await delivery.ack()
+            return None
+        if row.execute_at_ms != event.execute_at_ms:
+            logger.warning(
+                "prebooking %s skipped: event targets %d but the prebooking now executes at %d (stale callback)",
+                prebooking_id, event.execute_at_ms, row.execute_at_ms,
+            )
+            await delivery.ack()
+            return None
+        if row.status in FINAL_STATUSES:
+            logger.info("prebooking %s skipped: already %s (duplicate delivery)", prebooking_id, row.status)
+            await delivery.ack()
+            return None
+
+        late_ms = (time.time_ns() - target_ns) / 1_000_000
+        if late_ms > self._settings.max_late_ms:
+            await self._store_missed(facts, delivery, late_ms, timeline)
+            return None
+
+        # Claim, or take over the claim of an executor that died or handed it back.
+        claimed = await self._claims.claim(prebooking_id, stream_seq)
+        if claimed is None:
+            current = await self._claims.get(prebooking_id)
+            if current is not None and current.status in TAKEOVER_STATUSES and current.claim_seq == stream_seq:
+                # Held by an executor with a live lease, as when a NATS restart redelivers an event whose ack
+                # was lost. If that executor dies later, a takeover scan finds the claim.
+                logger.info(
+                    "prebooking %s left to executor %s, whose lease is live (%s)",
+                    prebooking_id, current.claimed_by, delivery.describe(),
+                )
+                await delivery.ack()
+                return None
+            status = current.status if current else "deleted"
+            logger.info("prebooking %s skipped: %s by another delivery or executor", prebooking_id, status)
+            await delivery.ack()
+            return None
+        if row.status in TAKEOVER_STATUSES and row.claim_seq == stream_seq:
+            holder = f"executor {row.claimed_by}, whose lease ran out" if row.claimed_by else "an executor that released it"
+            logger.warning(
+                "prebooking %s taken over from %s (%s, %.0f ms before the target)",
+                prebooking_id, holder, delivery.describe(), (target_ns - time.time_ns()) / 1e6,
+            )
+        return claimed
+
+    async def _stage_and_mark_firing(self, request: BookRequest, prebooking_id: UUID) -> tuple[list[StagedRequest], bool]:
+        """Stage the connections while the prebooking moves to ``firing``, and return them and whether it moved.
+
+        The move is the conditional UPDATE of ``mark_firing``, so a cancel stored first
+        still wins, and the caller then discards the staged connections. When either
+        step raises, any staged connection is closed and the error is raised.
+        """
+        staged, firing = await asyncio.gather(
+            self._firer.stage(request, prebooking_id=prebooking_id), self._claims.mark_firing(prebooking_id), return_exceptions=True
+        )
+        if isinstance(firing, BaseException):
+            if not isinstance(staged, BaseException):
+                await self._firer.discard(staged)
+            raise firing
+        if isinstance(staged, BaseException):
+            raise staged
+        return staged, firing
 
     def _forget_parked(self, task: asyncio.Task[None]) -> None:
         booking = self._parked.pop(task, None)

@@ -23,7 +23,9 @@ from prebook_common.settings import Settings
 from prebook_executor.claims import Outcome
 from prebook_executor.fallback import send_fresh
 from prebook_executor.fire_clock import FireClock
-from prebook_executor.staging import StagedRequest, StagedResponse, StagingError, stage_request
+from prebook_executor.address_cache import AddressCache
+from prebook_executor.http1 import prepare_request
+from prebook_executor.staging import StagedRequest, StagedResponse, StagingError, stage_prepared
 from prebook_executor.timer import wait_until
 
 logger = logging.getLogger(__name__)
@@ -92,24 +94,32 @@ class Firer:
         self._http = http
         self._tls = ssl.create_default_context()
         self._tls.set_alpn_protocols(["http/1.1"])
+        self._addresses = AddressCache()
 
     async def stage(self, request: BookRequest, *, prebooking_id: object) -> list[StagedRequest]:
         """Open one staged connection per attempt; a failed one is logged and left out."""
         count = 1 + self._settings.too_early_retries
         tls = self._tls if request.url.startswith("https://") else None
-        results = await asyncio.gather(
-            *(
-                stage_request(
-                    request.url,
-                    headers=request.headers,
-                    body=request.body,
-                    connect_timeout_s=self._settings.connect_timeout_s,
-                    ssl_context=tls,
-                )
-                for _ in range(count)
-            ),
-            return_exceptions=True,
-        )
+        # One validation and serialization serves every connection of the booking.
+        results: list[StagedRequest | BaseException]
+        try:
+            prepared = prepare_request(request.url, headers=request.headers, body=request.body)
+        except ValueError as exc:
+            results = [exc] * count
+        else:
+            results = await asyncio.gather(
+                *(
+                    stage_prepared(
+                        prepared,
+                        request.url,
+                        connect_timeout_s=self._settings.connect_timeout_s,
+                        ssl_context=tls,
+                        addresses=self._addresses,
+                    )
+                    for _ in range(count)
+                ),
+                return_exceptions=True,
+            )
 
         staged = [result for result in results if isinstance(result, StagedRequest)]
         failures = [result for result in results if isinstance(result, BaseException)]

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-__all__ = ["Endpoint", "StagedResponse", "parse_url", "serialize_request"]
+__all__ = ["Endpoint", "PreparedRequest", "StagedResponse", "parse_url", "prepare_request", "serialize_request"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -67,18 +67,35 @@ def parse_url(url: str) -> Endpoint:
     return Endpoint(parts.scheme, parts.hostname, port, authority, target)
 
 
-def serialize_with(
-    connection: h11.Connection,
-    endpoint: Endpoint,
-    method: str,
-    headers: list[tuple[str, str]],
-    body: bytes,
-) -> bytes:
-    """Serialize the request on ``connection``, which then expects the response.
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """HTTP/1.1 request validated and serialized once, for writing on several connections."""
 
-    Adds ``Host`` and ``Content-Length`` unless ``headers`` contains them, and raises
-    ValueError for invalid headers or a body that does not match a given Content-Length.
+    method: str
+    endpoint: Endpoint
+    events: tuple[h11.Event, ...]
+    data: bytes
+
+    def start_connection(self) -> h11.Connection:
+        """Return a client h11 connection that has sent this request and now expects its response.
+
+        The events were validated when the request was prepared, so sending them again
+        only advances the connection's state.
+        """
+        connection = h11.Connection(h11.CLIENT)
+        for event in self.events:
+            connection.send(event)
+        return connection
+
+
+def prepare_request(url: str, *, method: str = "POST", headers: list[tuple[str, str]], body: bytes) -> PreparedRequest:
+    """Validate and serialize a request as ``stage_request`` sends it.
+
+    Adds ``Host`` (from the URL) and ``Content-Length`` unless ``headers`` contains them.
+    Raises ValueError for an unsupported URL, invalid headers, or a body that does not
+    match a given Content-Length.
     """
+    endpoint = parse_url(url)
     names = {name.lower() for name, _ in headers}
     request_headers = list(headers)
     if "host" not in names:
@@ -89,17 +106,17 @@ def serialize_with(
     if not has_framing and (body or method.upper() not in ("GET", "HEAD")):
         request_headers.append(("Content-Length", str(len(body))))
 
+    connection = h11.Connection(h11.CLIENT)
     try:
-        data = connection.send(
-            h11.Request(method=method, target=endpoint.target, headers=request_headers)
-        )
+        events: list[h11.Event] = [h11.Request(method=method, target=endpoint.target, headers=request_headers)]
         if body:
-            data += connection.send(h11.Data(data=body))
-        data += connection.send(h11.EndOfMessage())
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        data = b"".join(connection.send(event) for event in events)
     except h11.LocalProtocolError as exc:
         raise ValueError(f"Cannot serialize {method} request to {endpoint.target}: {exc}") from exc
 
-    return data
+    return PreparedRequest(method, endpoint, tuple(events), data)
 
 
 def serialize_request(
@@ -111,5 +128,4 @@ def serialize_request(
     Raises ValueError for an unsupported URL, invalid headers, or a body that does not
     match a given Content-Length.
     """
-    connection = h11.Connection(h11.CLIENT)
-    return serialize_with(connection, parse_url(url), method, headers, body)
+    return prepare_request(url, method=method, headers=headers, body=body).data

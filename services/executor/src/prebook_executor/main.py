@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -32,6 +33,11 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(signum, _request_stop, stop, signum)
 
     await executor.start()
+    # The objects of the imports and of the start live until the exit. Frozen, they are left
+    # out of every later collection, so a full collection no longer scans them during a
+    # prepare or a fire (with about 120,000 such objects it took about 200 ms on a busy 2-core VM).
+    gc.freeze()
+    logger.debug("garbage collector: %d objects frozen after the start", gc.get_freeze_count())
     try:
         await stop.wait()
     finally:

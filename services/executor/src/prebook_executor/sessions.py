@@ -93,6 +93,11 @@ class SessionKeeper:
         which may still work. Raises SessionUnavailable with ``NO_SESSION`` or
         ``SESSION_EXPIRED`` when no usable session can be had.
         """
+        # Usually the session is valid, and one read under the booking's hold is all it takes.
+        booking_session = await self._hold_if_valid(user_email)
+        if booking_session is not None:
+            return booking_session
+
         row = await self._get(user_email)
         state = session_state(row, max_age_s=self._settings.session_max_age_s)
         if state is not SessionState.VALID:
@@ -109,6 +114,29 @@ class SessionKeeper:
                     f"{renew_hint(user_email)}",
                 )
             secrets = self._decrypt(row)
+        except BaseException:
+            await hold.__aexit__(None, None, None)
+            raise
+        return BookingSession(secrets, hold)
+
+    async def _hold_if_valid(self, user_email: str) -> BookingSession | None:
+        """Hold the user's session for a booking when it is valid, or return None when it is missing, stale, expired or unreadable.
+
+        The row is read after the hold is taken, so a refresh running at that moment is
+        waited for and its cookie is the one loaded. After None, the rest of
+        ``open_for_booking`` refreshes the session or raises its error.
+        """
+        hold = self.locks.booking(user_email)
+        await hold.__aenter__()
+        try:
+            row = await self._repository.get(user_email)
+            if row is None or session_state(row, max_age_s=self._settings.session_max_age_s) is not SessionState.VALID:
+                await hold.__aexit__(None, None, None)
+                return None
+            secrets = self._repository.decrypt(row)
+        except DecryptionError:
+            await hold.__aexit__(None, None, None)
+            return None
         except BaseException:
             await hold.__aexit__(None, None, None)
             raise

@@ -15,7 +15,8 @@ import time
 
 import h11
 
-from prebook_executor.http1 import StagedResponse, parse_url, serialize_request, serialize_with
+from prebook_executor.address_cache import AddressCache
+from prebook_executor.http1 import Endpoint, PreparedRequest, StagedResponse, prepare_request, serialize_request
 from prebook_executor.staging_errors import (
     ConnectFailed,
     ConnectionLost,
@@ -35,6 +36,7 @@ __all__ = [
     "StagedResponse",
     "StagingError",
     "serialize_request",
+    "stage_prepared",
     "stage_request",
 ]
 
@@ -63,12 +65,27 @@ async def stage_request(
     Raises ValueError for an invalid request and ConnectFailed when the connection or
     the handshake fails or takes longer than ``connect_timeout_s``.
     """
-    endpoint = parse_url(url)
+    prepared = prepare_request(url, method=method, headers=headers, body=body)
+    return await stage_prepared(prepared, url, connect_timeout_s=connect_timeout_s, ssl_context=ssl_context)
+
+
+async def stage_prepared(
+    prepared: PreparedRequest,
+    url: str,
+    *,
+    connect_timeout_s: float,
+    ssl_context: ssl.SSLContext | None = None,
+    addresses: AddressCache | None = None,
+) -> StagedRequest:
+    """Stage ``prepared``, the request to ``url``, as ``stage_request`` does.
+
+    Several connections can carry one prepared request. With ``addresses`` the host
+    name is resolved through that cache, and the addresses are tried in order until
+    one connects. Raises the errors of ``stage_request``.
+    """
+    endpoint = prepared.endpoint
     if endpoint.scheme == "http" and ssl_context is not None:
         raise ValueError(f"An SSL context was given for the plain http URL {url}")
-
-    h11_connection = h11.Connection(h11.CLIENT)
-    request_bytes = serialize_with(h11_connection, endpoint, method, headers, body)
 
     tls: ssl.SSLContext | None = None
     if endpoint.scheme == "https":
@@ -79,12 +96,7 @@ async def stage_request(
 
     try:
         async with asyncio.timeout(connect_timeout_s):
-            reader, writer = await asyncio.open_connection(
-                endpoint.host,
-                endpoint.port,
-                ssl=tls,
-                server_hostname=endpoint.host if tls is not None else None,
-            )
+            reader, writer = await _connect(endpoint, tls, addresses)
     except TimeoutError as exc:
         raise ConnectFailed(f"Timed out after {connect_timeout_s} s connecting to {url}") from exc
     except OSError as exc:
@@ -95,7 +107,8 @@ async def stage_request(
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    staged = StagedRequest(url, reader, writer, h11_connection, request_bytes[-1:])
+    request_bytes = prepared.data
+    staged = StagedRequest(url, reader, writer, prepared.start_connection(), request_bytes[-1:])
     writer.write(request_bytes[:-1])
     try:
         await writer.drain()
@@ -108,13 +121,31 @@ async def stage_request(
 
     log.debug(
         "Staged %s %s: %d of %d bytes written, %d bytes still buffered",
-        method,
+        prepared.method,
         url,
         len(request_bytes) - 1,
         len(request_bytes),
         writer.transport.get_write_buffer_size(),
     )
     return staged
+
+
+async def _connect(
+    endpoint: Endpoint, tls: ssl.SSLContext | None, addresses: AddressCache | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    server_hostname = endpoint.host if tls is not None else None
+    if addresses is None:
+        return await asyncio.open_connection(endpoint.host, endpoint.port, ssl=tls, server_hostname=server_hostname)
+
+    # Like asyncio's own connect, try each address in order and raise the last error.
+    last_error: OSError | None = None
+    for _, host, port in await addresses.resolve(endpoint.host, endpoint.port):
+        try:
+            return await asyncio.open_connection(host, port, ssl=tls, server_hostname=server_hostname)
+        except OSError as exc:
+            last_error = exc
+    addresses.forget(endpoint.host, endpoint.port)
+    raise last_error if last_error is not None else OSError(f"No address to connect to for {endpoint.host}")
 
 
 class StagedRequest:
