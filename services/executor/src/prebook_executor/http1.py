@@ -73,18 +73,19 @@ class PreparedRequest:
 
     method: str
     endpoint: Endpoint
-    events: tuple[h11.Event, ...]
     data: bytes
 
     def start_connection(self) -> h11.Connection:
-        """Return a client h11 connection that has sent this request and now expects its response.
+        """Return a client h11 connection that has sent a request like this one and now expects its response.
 
-        The events were validated when the request was prepared, so sending them again
-        only advances the connection's state.
+        h11 reads a response according to the request's method (a HEAD response has no
+        body), so a bodiless request with the same method and target stands in for the
+        full one, and no parked connection has to keep the headers as h11 events.
         """
         connection = h11.Connection(h11.CLIENT)
-        for event in self.events:
-            connection.send(event)
+        headers = [("Host", self.endpoint.authority), ("Content-Length", "0")]
+        connection.send(h11.Request(method=self.method, target=self.endpoint.target, headers=headers))
+        connection.send(h11.EndOfMessage())
         return connection
 
 
@@ -116,7 +117,7 @@ def prepare_request(url: str, *, method: str = "POST", headers: list[tuple[str, 
     except h11.LocalProtocolError as exc:
         raise ValueError(f"Cannot serialize {method} request to {endpoint.target}: {exc}") from exc
 
-    return PreparedRequest(method, endpoint, tuple(events), data)
+    return PreparedRequest(method, endpoint, data)
 
 
 def serialize_request(

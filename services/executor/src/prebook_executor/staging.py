@@ -42,7 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 65536
 _CLOSE_TIMEOUT_S = 2.0
 
 
@@ -96,7 +95,7 @@ async def stage_prepared(
 
     try:
         async with asyncio.timeout(connect_timeout_s):
-            reader, writer = await _connect(endpoint, tls, addresses)
+            transport, receiver = await _connect(endpoint, tls, addresses)
     except TimeoutError as exc:
         raise ConnectFailed(f"Timed out after {connect_timeout_s} s connecting to {url}") from exc
     except OSError as exc:
@@ -104,20 +103,17 @@ async def stage_prepared(
 
     # asyncio already disables Nagle's algorithm on TCP sockets. Setting it here makes
     # the requirement explicit: the final byte must leave without waiting for an ACK.
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     request_bytes = prepared.data
-    staged = StagedRequest(url, reader, writer, prepared.start_connection(), request_bytes[-1:])
-    writer.write(request_bytes[:-1])
-    try:
-        await writer.drain()
-    except OSError as exc:
+    staged = StagedRequest(url, transport, receiver, prepared)
+    # Bytes the kernel does not take at once stay in the transport's buffer, ahead of
+    # the final byte, and the event loop writes them as the socket allows.
+    transport.write(request_bytes[:-1])
+    if not staged.is_alive():
         staged.abort()
-        raise ConnectionLost(f"{url} closed the connection while the request was staged") from exc
-    except asyncio.CancelledError:
-        staged.abort()
-        raise
+        raise ConnectionLost(f"{url} closed the connection while the request was staged")
 
     log.debug(
         "Staged %s %s: %d of %d bytes written, %d bytes still buffered",
@@ -125,89 +121,97 @@ async def stage_prepared(
         url,
         len(request_bytes) - 1,
         len(request_bytes),
-        writer.transport.get_write_buffer_size(),
+        transport.get_write_buffer_size(),
     )
     return staged
 
 
 async def _connect(
     endpoint: Endpoint, tls: ssl.SSLContext | None, addresses: AddressCache | None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+) -> tuple[asyncio.Transport, _Receiver]:
+    loop = asyncio.get_running_loop()
     server_hostname = endpoint.host if tls is not None else None
     if addresses is None:
-        return await asyncio.open_connection(endpoint.host, endpoint.port, ssl=tls, server_hostname=server_hostname)
+        return await loop.create_connection(_Receiver, endpoint.host, endpoint.port, ssl=tls, server_hostname=server_hostname)
 
     # Like asyncio's own connect, try each address in order and raise the last error.
     last_error: OSError | None = None
     for _, host, port in await addresses.resolve(endpoint.host, endpoint.port):
         try:
-            return await asyncio.open_connection(host, port, ssl=tls, server_hostname=server_hostname)
+            return await loop.create_connection(_Receiver, host, port, ssl=tls, server_hostname=server_hostname)
         except OSError as exc:
             last_error = exc
     addresses.forget(endpoint.host, endpoint.port)
     raise last_error if last_error is not None else OSError(f"No address to connect to for {endpoint.host}")
 
 
+class _Receiver(asyncio.Protocol):
+    """The protocol of a staged connection: it keeps what the server sends until it is read.
+
+    A protocol instead of asyncio streams and a reading task, because thousands of
+    connections may wait parked: with streams, a task and h11 state, tracemalloc counted
+    5.7 KB per staged connection, and 2.1 KB with this protocol (2,000 connections).
+    """
+
+    __slots__ = ("incoming", "first_read_ns", "closed", "_arrival")
+
+    def __init__(self) -> None:
+        # Each item is a chunk received, b"" at EOF, or the OSError that ended the connection.
+        self.incoming: list[bytes | OSError] = []
+        self.first_read_ns: int | None = None
+        self.closed = False
+        self._arrival: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.first_read_ns is None:
+            self.first_read_ns = time.time_ns()
+        self._push(data)
+
+    def eof_received(self) -> bool:
+        self._push(b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self._push(exc if isinstance(exc, OSError) else b"")
+
+    def _push(self, item: bytes | OSError) -> None:
+        self.incoming.append(item)
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(None)
+
+    async def pop(self) -> bytes | OSError:
+        while not self.incoming:
+            self._arrival = asyncio.get_running_loop().create_future()
+            await self._arrival
+        return self.incoming.pop(0)
+
+
 class StagedRequest:
     """Open connection that carries one request without its final byte.
 
-    A background task reads the connection from the start, so that a close, a reset or
-    an early response from the server makes ``is_alive`` false before the final byte
+    The connection's protocol keeps whatever the server sends from the start, so that a
+    close, a reset or an early response makes ``is_alive`` false before the final byte
     is written.
     """
 
-    def __init__(
-        self,
-        url: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        h11_connection: h11.Connection,
-        final_byte: bytes,
-    ) -> None:
-        self.url = url
-        self._writer = writer
-        self._reader = reader
-        self._h11 = h11_connection
-        self._final_byte = final_byte
-        self._sent_ns: int | None = None
-        self._first_read_ns: int | None = None
-        self._eof_read = False
+    __slots__ = ("url", "_transport", "_receiver", "_prepared", "_sent_ns", "_eof_read")
 
-        # Each item is a chunk read, b"" at EOF, or the OSError that ended reading. A list
-        # and one future take far less memory than an asyncio.Queue, which matters for
-        # thousands of parked connections.
-        self._incoming: list[bytes | OSError] = []
-        self._arrival: asyncio.Future[None] | None = None
-        self._receiver = asyncio.create_task(self._receive(), name=f"staged-receive {url}")
+    def __init__(self, url: str, transport: asyncio.Transport, receiver: _Receiver, prepared: PreparedRequest) -> None:
+        self.url = url
+        self._transport = transport
+        self._receiver = receiver
+        # The request is shared by the booking's connections. Each connection's h11 state
+        # is made only when its response is read, which keeps parked connections small.
+        self._prepared = prepared
+        self._sent_ns: int | None = None
+        self._eof_read = False
 
     @property
     def sent_ns(self) -> int | None:
         """``time.time_ns()`` taken just before the final byte was written, or None."""
         return self._sent_ns
-
-    async def _receive(self) -> None:
-        try:
-            while True:
-                chunk = await self._reader.read(_READ_SIZE)
-                if chunk and self._first_read_ns is None:
-                    self._first_read_ns = time.time_ns()
-
-                self._push(chunk)
-                if not chunk:
-                    return
-        except OSError as exc:
-            self._push(exc)
-
-    def _push(self, item: bytes | OSError) -> None:
-        self._incoming.append(item)
-        if self._arrival is not None and not self._arrival.done():
-            self._arrival.set_result(None)
-
-    async def _pop(self) -> bytes | OSError:
-        while not self._incoming:
-            self._arrival = asyncio.get_running_loop().create_future()
-            await self._arrival
-        return self._incoming.pop(0)
 
     def is_alive(self) -> bool:
         """Return whether the connection is open and the server has sent nothing yet.
@@ -215,9 +219,9 @@ class StagedRequest:
         The state is what the event loop last saw, so call this after the loop has run,
         as ``FireClock`` does right before its spin.
         """
-        if self._writer.transport.is_closing():
+        if self._transport.is_closing():
             return False
-        return not self._receiver.done() and not self._incoming
+        return not self._receiver.closed and not self._receiver.incoming
 
     def send_final_byte(self) -> int:
         """Write the final byte of the request and return ``time.time_ns()`` taken just before.
@@ -236,7 +240,7 @@ class StagedRequest:
 
         sent_ns = time.time_ns()
         self._sent_ns = sent_ns
-        self._writer.transport.write(self._final_byte)
+        self._transport.write(self._prepared.data[-1:])
         return sent_ns
 
     async def read_response(self, timeout_s: float) -> StagedResponse:
@@ -256,7 +260,8 @@ class StagedRequest:
             raise ResponseTimeout(f"No complete response from {self.url} within {timeout_s} s") from exc
 
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.headers]
-        received_ns = self._first_read_ns if self._first_read_ns is not None else time.time_ns()
+        first_read_ns = self._receiver.first_read_ns
+        received_ns = first_read_ns if first_read_ns is not None else time.time_ns()
         return StagedResponse(
             status_code=response.status_code,
             headers=headers,
@@ -266,11 +271,12 @@ class StagedRequest:
         )
 
     async def _read_events(self) -> tuple[h11.Response, bytes]:
+        connection = self._prepared.start_connection()
         response: h11.Response | None = None
         body = bytearray()
         while True:
             try:
-                event = self._h11.next_event()
+                event = connection.next_event()
             except h11.RemoteProtocolError as exc:
                 # h11 also raises this for an EOF in the middle of a response.
                 if self._eof_read:
@@ -278,11 +284,11 @@ class StagedRequest:
                 raise InvalidResponse(f"Invalid HTTP/1.1 response from {self.url}: {exc}") from exc
 
             if event is h11.NEED_DATA:
-                chunk = await self._pop()
+                chunk = await self._receiver.pop()
                 if isinstance(chunk, OSError):
                     raise ConnectionLost(f"Reading the response from {self.url} failed: {chunk}") from chunk
                 self._eof_read = not chunk
-                self._h11.receive_data(chunk)
+                connection.receive_data(chunk)
             elif isinstance(event, h11.Response):
                 response = event
             elif isinstance(event, h11.Data):
@@ -295,19 +301,20 @@ class StagedRequest:
 
     def abort(self) -> None:
         """Close the connection at once, discarding unsent data."""
-        self._receiver.cancel()
-        self._writer.transport.abort()
+        self._transport.abort()
 
     async def aclose(self) -> None:
         """Close the connection, aborting it when a clean close takes over 2 s."""
-        self._receiver.cancel()
-        self._writer.close()
+        if self._receiver.closed:
+            return
+        self._transport.close()
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await self._writer.wait_closed()
-        except (OSError, TimeoutError) as exc:
-            log.debug("Aborting the connection to %s after a failed close: %r", self.url, exc)
-            self._writer.transport.abort()
+                while not self._receiver.closed:
+                    await self._receiver.pop()
+        except TimeoutError:
+            log.debug("Aborting the connection to %s after a close that took over %.0f s", self.url, _CLOSE_TIMEOUT_S)
+            self._transport.abort()
 
     async def __aenter__(self) -> StagedRequest:
         return self
