@@ -365,11 +365,16 @@ class PrepareHandler:
         )
 
         booking = ParkedBooking(prebooking_id, stream_seq, target_ns, booking_session, staged)
+        # An empty context, so that the parked task keeps no OpenTelemetry context alive:
+        # the timeline keeps the parent span's ids and the task attaches them after the fire.
         booking.task = asyncio.create_task(
-            self._fire_and_finish(facts, booking, claimed, request, timeline), name=f"booking-{prebooking_id}"
+            self._fire_and_finish(facts, booking, claimed, request, timeline),
+            name=f"booking-{prebooking_id}",
+            context=contextvars.Context(),
         )
         self._parked[booking.task] = booking
-        booking.task.add_done_callback(self._forget_parked)
+        # A done callback keeps a copy of the context it was added in, so it gets an empty one.
+        booking.task.add_done_callback(self._forget_parked, context=contextvars.Context())
         return True
 
     async def _claim(
@@ -447,9 +452,12 @@ class PrepareHandler:
         still wins, and the caller then discards the staged connections. When either
         step raises, any staged connection is closed and the error is raised.
         """
-        staged, firing = await asyncio.gather(
-            self._firer.stage(request, prebooking_id=prebooking_id), self._claims.mark_firing(prebooking_id), return_exceptions=True
+        # Staging runs in an empty context, because each connection's event loop callbacks
+        # keep a copy of the context they were made in for as long as the booking is parked.
+        staging = asyncio.create_task(
+            self._firer.stage(request, prebooking_id=prebooking_id), name=f"stage-{prebooking_id}", context=contextvars.Context()
         )
+        staged, firing = await asyncio.gather(staging, self._claims.mark_firing(prebooking_id), return_exceptions=True)
         if isinstance(firing, BaseException):
             if not isinstance(staged, BaseException):
                 await self._firer.discard(staged)
@@ -469,7 +477,11 @@ class PrepareHandler:
         target_ns = timeline.target_ns
         booking_session = booking.booking_session
         try:
-            result = await self._firer.fire(request, booking.staged, target_ns, prebooking_id=event.prebooking_id)
+            result = await self._firer.fire(
+                request, booking.staged, target_ns, prebooking_id=event.prebooking_id, trace_parent=timeline.parent
+            )
+            # The re-login and the completion event are traced under the booking's parent span.
+            otel_context.attach(timeline.parent_context())
             if result.logged_out:
                 result = await self._relogin_and_fire_again(prebooking, booking_session, result, target_ns)
         finally:

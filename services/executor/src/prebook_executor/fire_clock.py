@@ -57,6 +57,8 @@ class FireTicket:
     before the spin removes the request so that it is never written.
     """
 
+    __slots__ = ("target_ns", "request", "outcome", "_clock")
+
     def __init__(self, clock: FireClock, target_ns: int, request: Fireable) -> None:
         self.target_ns = target_ns
         self.request = request
@@ -73,6 +75,11 @@ class FireTicket:
 
     def __await__(self) -> Generator[object, None, FireOutcome]:
         return self.outcome.__await__()
+
+    def on_outcome_done(self, outcome: asyncio.Future[FireOutcome]) -> None:
+        # A future cancelled by its owner, not through cancel, lands here.
+        if outcome.cancelled():
+            self._clock._discard(self)
 
 
 @dataclass(slots=True)
@@ -112,7 +119,7 @@ class FireClock:
             raise RuntimeError("Cannot add a request to a closed FireClock")
 
         ticket = FireTicket(self, target_ns, request)
-        ticket.outcome.add_done_callback(lambda outcome: self._on_outcome_done(ticket))
+        ticket.outcome.add_done_callback(ticket.on_outcome_done)
 
         instant = self._instants.get(target_ns)
         if instant is None:
@@ -128,11 +135,6 @@ class FireClock:
             len(instant.tickets),
         )
         return ticket
-
-    def _on_outcome_done(self, ticket: FireTicket) -> None:
-        # A future cancelled by its owner, not through FireTicket.cancel, lands here.
-        if ticket.outcome.cancelled():
-            self._discard(ticket)
 
     def _discard(self, ticket: FireTicket) -> None:
         instant = self._instants.get(ticket.target_ns)

@@ -16,6 +16,9 @@ import time
 from dataclasses import dataclass, replace
 
 import httpx
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from prebook_common.aimharder import BookAnswer, BookOutcome, BookRequest, parse_book_answer
 from prebook_common.models import PrebookingStatus
@@ -138,9 +141,18 @@ class Firer:
         await asyncio.gather(*(connection.aclose() for connection in staged), return_exceptions=True)
 
     async def fire(
-        self, request: BookRequest, staged: list[StagedRequest], target_ns: int, *, prebooking_id: object
+        self,
+        request: BookRequest,
+        staged: list[StagedRequest],
+        target_ns: int,
+        *,
+        prebooking_id: object,
+        trace_parent: SpanContext | None = None,
     ) -> FireResult:
-        """Fire at ``target_ns``, retry "too early" on the spares, and return what happened."""
+        """Fire at ``target_ns``, retry "too early" on the spares, and return what happened.
+
+        ``trace_parent`` is the span under which a fallback send with httpx is traced.
+        """
         spares = list(staged)
         max_attempts = 1 + self._settings.too_early_retries
         spacing_ns = round(self._settings.too_early_spacing_ms * 1_000_000)
@@ -158,7 +170,7 @@ class Firer:
                 attempts += 1
 
                 try:
-                    response = await self._send(request, connection, attempt_target_ns)
+                    response = await self._send(request, connection, attempt_target_ns, trace_parent)
                 except StagingError as exc:
                     error = str(exc)
                     logger.warning("prebooking %s: attempt %d of %d failed: %s", prebooking_id, attempts, max_attempts, exc)
@@ -213,7 +225,9 @@ class Firer:
             error=None,
         )
 
-    async def _send(self, request: BookRequest, connection: StagedRequest | None, target_ns: int) -> StagedResponse:
+    async def _send(
+        self, request: BookRequest, connection: StagedRequest | None, target_ns: int, trace_parent: SpanContext | None
+    ) -> StagedResponse:
         timeout_s = self._settings.aimharder_timeout_s
         if connection is not None:
             try:
@@ -226,4 +240,9 @@ class Firer:
         else:
             await wait_until(target_ns, guard_ns=self._clock.guard_ns)
 
-        return await send_fresh(request.url, headers=request.headers, body=request.body, timeout_s=timeout_s, client=self._http)
+        token = None if trace_parent is None else otel_context.attach(trace.set_span_in_context(NonRecordingSpan(trace_parent)))
+        try:
+            return await send_fresh(request.url, headers=request.headers, body=request.body, timeout_s=timeout_s, client=self._http)
+        finally:
+            if token is not None:
+                otel_context.detach(token)

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode
 
 from prebook_common import telemetry
 from prebook_common.events import PrebookingPrepare
@@ -52,7 +52,13 @@ class Timeline:
     parked_ns: int | None = None
     fire: FireResult | None = None
     answered_ns: int | None = None
-    parent: otel_context.Context = field(default_factory=otel_context.get_current)
+    # The span the booking's spans descend from. Only its ids are kept, because a parked
+    # booking that held an OpenTelemetry context would keep a dict and a span object too.
+    parent: SpanContext = field(default_factory=lambda: trace.get_current_span().get_span_context())
+
+    def parent_context(self) -> otel_context.Context:
+        """Return an OpenTelemetry context whose current span is ``parent``."""
+        return trace.set_span_in_context(NonRecordingSpan(self.parent))
 
     def mark_loaded(self) -> None:
         self.loaded_ns = time.time_ns()
@@ -71,7 +77,7 @@ class Timeline:
 
         booking = tracer.start_span(
             "prebook.booking",
-            context=self.parent,
+            context=self.parent_context(),
             start_time=self.consumed_ns,
             attributes={telemetry.PREBOOKING_ID: prebooking_id, telemetry.TARGET: _iso(self.target_ns), "prebook.status": str(outcome.status)},
         )
