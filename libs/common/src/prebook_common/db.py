@@ -26,7 +26,8 @@ def create_engine(database_url: str, **kwargs) -> AsyncEngine:
     """Create an engine for ``database_url``.
 
     SQLite gets WAL mode and a busy timeout, because several services open the same
-    file in the embedded mode and a writer must wait for another instead of failing.
+    file in the embedded mode and a writer must wait for another instead of failing,
+    and synchronous=NORMAL, which saves a sync of the file per commit.
     """
     if database_url.startswith("postgresql://") or database_url.startswith("postgres://"):
         database_url = "postgresql+asyncpg://" + database_url.split("://", 1)[1]
@@ -108,6 +109,10 @@ async def warm_pool(engine: AsyncEngine, connections: int) -> None:
 def _configure_sqlite(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode, NORMAL syncs at checkpoints rather than at each commit: the database
+    # stays consistent, and a power loss may undo the last commits, which a restart
+    # re-runs from the prebookings' statuses (a repeated booking counts as booked).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -57,7 +57,7 @@ def worker_app() -> FastAPI:
     settings = get_settings()
     setup_logging(settings.log_level)
     provider = setup_tracing(settings, "prebook-gateway")
-    app = create_app(settings, tracer_provider=provider)
+    app = create_app(settings, tracer_provider=provider, freeze_gc=True)
     serving = app.router.lifespan_context
 
     @asynccontextmanager
