@@ -49,8 +49,10 @@ def sim(
     port: int = typer.Option(8080, help="TCP port to listen on."),
 ) -> None:
     """Run the AimHarder simulator for tests and demos (plain HTTP)."""
+    from prebook_common.log import setup_logging
     from prebook_simulator import serve
 
+    setup_logging("INFO")
     serve(host, port)
 
 

@@ -11,6 +11,7 @@ from faststream.exceptions import IncorrectState
 from faststream.nats import JStream, NatsBroker
 from nats.js.api import StorageType, StreamConfig
 
+from prebook_common import fetch_timeouts
 from prebook_common.errors import PublishError
 from prebook_common.events import Event
 from prebook_common.settings import Settings
@@ -57,6 +58,7 @@ def create_broker(settings: Settings, **kwargs) -> NatsBroker:
     so connection failures reach the log only through the callbacks set here.
     """
     errors = _ConnectionErrorLog(settings.nats_url)
+    fetch_timeouts.install(logging.getLogger(FASTSTREAM_LOGGER))
     broker = NatsBroker(
         settings.nats_url,
         # Not the "faststream" logger, which carries FastStream's own coloured handler.
