@@ -7,6 +7,8 @@ import logging
 import pytest
 
 from prebook_common.fetch_timeouts import FetchTimeoutFilter
+from prebook_common.settings import Settings
+from prebook_common.streams import FASTSTREAM_LOGGER, create_broker
 
 RESTART = "Task-13 raised an exception, retrying...\nIf this behavior causes issues, ..."
 
@@ -27,9 +29,9 @@ def debug_enabled():
 def test_fetch_timeout_becomes_debug(debug_enabled) -> None:
     record = _record(TimeoutError())
 
-    kept = FetchTimeoutFilter().filter(record)
+    passed = FetchTimeoutFilter().filter(record)
 
-    assert kept is True
+    assert passed is True
     assert record.levelno == logging.DEBUG
     assert record.levelname == "DEBUG"
     assert record.exc_info is None
@@ -41,11 +43,11 @@ def test_fetch_timeout_dropped_without_debug() -> None:
     previous = logger.level
     logger.setLevel(logging.INFO)
     try:
-        kept = FetchTimeoutFilter().filter(_record(TimeoutError()))
+        passed = FetchTimeoutFilter().filter(_record(TimeoutError()))
     finally:
         logger.setLevel(previous)
 
-    assert kept is False
+    assert passed is False
 
 
 @pytest.mark.parametrize(
@@ -60,8 +62,17 @@ def test_fetch_timeout_dropped_without_debug() -> None:
 def test_other_errors_stay_error(debug_enabled, error: BaseException, message: str) -> None:
     record = _record(error, message)
 
-    kept = FetchTimeoutFilter().filter(record)
+    passed = FetchTimeoutFilter().filter(record)
 
-    assert kept is True
+    assert passed is True
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
+
+
+def test_broker_logger_has_filter() -> None:
+    create_broker(Settings(nats_url="nats://127.0.0.1:4222"))
+    create_broker(Settings(nats_url="nats://127.0.0.1:4222"))
+
+    filters = logging.getLogger(FASTSTREAM_LOGGER).filters
+
+    assert sum(isinstance(existing, FetchTimeoutFilter) for existing in filters) == 1

@@ -164,7 +164,7 @@ class Settings(BaseSettings):
         ),
     )
     executor_max_parked: int = Field(
-        default=10_000, gt=0, description="Bookings one executor prepares or holds parked at once; more are left to others."
+        default=10_000, gt=0, description="Maximum bookings one executor prepares or keeps parked at once; further events are redelivered to other executors."
     )
     executor_lease_s: float = Field(
         default=1.5,

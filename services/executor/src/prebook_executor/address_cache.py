@@ -1,6 +1,6 @@
 """Host name resolution for staged connections, done once per host and kept for a while.
 
-``asyncio.open_connection`` resolves a host name in a thread of the default executor for
+``loop.create_connection`` resolves a host name in a thread of the default executor for
 every connection, so a booking with three spares would need four lookups, and a burst
 of bookings would queue them behind that executor's few threads. The cache makes one
 lookup per host and port, shares it with every connection that waits for it, and keeps

@@ -140,7 +140,8 @@ class PrepareHandler:
             return
         if not self.has_room():
             logger.warning(
-                "prebooking %s left to other executors: this one holds %d bookings, PREBOOK_EXECUTOR_MAX_PARKED=%d",
+                "prebooking %s redelivered to other executors: this one has %d bookings, the maximum "
+                "PREBOOK_EXECUTOR_MAX_PARKED=%d",
                 event.prebooking_id, len(self._held), self._settings.executor_max_parked,
             )
             await message.nack(delay=FULL_REDELIVERY_DELAY_S)
@@ -178,10 +179,10 @@ class PrepareHandler:
     async def _run_prepare(self, event: PrebookingPrepare, delivery: Delivery) -> None:
         # The prepare step runs in its own task, shielded, because stopping the
         # subscriber cancels its handlers and a half-done claim must not be left behind.
-        # The task starts from an empty context, because the handler's context contains the
-        # JetStream message and FastStream's span, and every task that the prepare step
-        # creates (the booking's, the staged connections' readers) would keep a copy alive
-        # until the booking fires. Only the span's ids carry over, as the trace's parent.
+        # The task starts from an empty context. The handler's context contains the
+        # JetStream message and FastStream's span, and every task and callback that the
+        # prepare step creates would keep a copy of it alive until the booking fires.
+        # Only the span's ids carry over, as the trace's parent.
         parent = trace.get_current_span().get_span_context()
         task = asyncio.create_task(
             self._prepare(event, delivery, parent), name=f"prepare-{event.prebooking_id}", context=contextvars.Context()

@@ -74,13 +74,15 @@ class PreparedRequest:
     method: str
     endpoint: Endpoint
     data: bytes
+    # The last byte of ``data``, made once so that firing writes it without slicing.
+    final_byte: bytes
 
     def start_connection(self) -> h11.Connection:
         """Return a client h11 connection that has sent a request like this one and now expects its response.
 
         h11 reads a response according to the request's method (a HEAD response has no
-        body), so a bodiless request with the same method and target stands in for the
-        full one, and no parked connection has to keep the headers as h11 events.
+        body). So a bodiless request with the same method and target replaces the full
+        one, and no parked connection has to keep the headers as h11 events.
         """
         connection = h11.Connection(h11.CLIENT)
         headers = [("Host", self.endpoint.authority), ("Content-Length", "0")]
@@ -117,7 +119,7 @@ def prepare_request(url: str, *, method: str = "POST", headers: list[tuple[str, 
     except h11.LocalProtocolError as exc:
         raise ValueError(f"Cannot serialize {method} request to {endpoint.target}: {exc}") from exc
 
-    return PreparedRequest(method, endpoint, data)
+    return PreparedRequest(method, endpoint, data, data[-1:])
 
 
 def serialize_request(

@@ -240,7 +240,7 @@ class StagedRequest:
 
         sent_ns = time.time_ns()
         self._sent_ns = sent_ns
-        self._transport.write(self._prepared.data[-1:])
+        self._transport.write(self._prepared.final_byte)
         return sent_ns
 
     async def read_response(self, timeout_s: float) -> StagedResponse:

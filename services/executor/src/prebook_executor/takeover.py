@@ -93,7 +93,7 @@ class TakeoverScanner:
             return 0
         rows = await self._orphaned_claims(room + len(self._queued))
         if self._failures:
-            logger.info("takeover scan works again after %d failures", self._failures)
+            logger.info("takeover scan succeeded again after %d failures", self._failures)
             self._failures = 0
 
         started = 0

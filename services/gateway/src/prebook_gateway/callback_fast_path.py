@@ -3,9 +3,9 @@
 The callback is the gateway's hot route: QStash sends one per prebooking a few seconds
 before each opening, and many openings share an instant. Under FastAPI, the
 OpenTelemetry ASGI middleware, Starlette's exception middlewares, the router and
-FastAPI's request handling took about a third of the CPU of each callback
-(py-spy profile of the app driven in-process with 6,000 callbacks, on the 2-core machine
-of ``bench/callback_throughput.py``).
+FastAPI's request handling took about a third of the CPU of each callback. That was
+measured with py-spy on the app driven in-process with 6,000 callbacks, on the 2-core
+machine of ``bench/callback_throughput.py``.
 ``GatewayApp`` sends the callback to ``serve_callback`` instead, which keeps what that
 stack did for it:
 
